@@ -1,0 +1,27 @@
+# Thin wrapper: meson + ninja do the building.  `make run` and `make test` are
+# the README's two commands; each first installs the Debian packages it needs.
+BUILD ?= build
+STATE ?= $(CURDIR)/state
+
+.PHONY: all deps build run test unit integration fuzz asan bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) >/dev/null
+	@ninja -C $(BUILD)
+
+run: build
+	@STATE=$(STATE) BUILD=$(BUILD) scripts/run.sh
+
+test: build
+	@BUILD=$(BUILD) scripts/test.sh
+
+bench: build
+	@BUILD=$(BUILD) bench/run.sh
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz

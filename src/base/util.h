@@ -1,0 +1,17 @@
+/* util.h — small helpers shared by every module. */
+#ifndef CX_UTIL_H
+#define CX_UTIL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+void util_uuid_v4(char out[37]);         /* random (getrandom-backed) uuid text */
+bool util_uuid_valid(const char *s);
+int64_t util_now(void);                  /* seconds since the epoch */
+double util_now_f(void);
+bool util_utf8_valid(const char *s, size_t n);
+char *util_strdup(const char *s);        /* aborts on OOM */
+void *util_malloc(size_t n);             /* aborts on OOM */
+void *util_calloc(size_t n, size_t m);
+void *util_realloc(void *p, size_t n);
+uint64_t util_hash(const void *p, size_t n); /* FNV-1a 64 */
+#endif

@@ -1,0 +1,60 @@
+/* config.h — the daemon's configuration: one file (/etc/cxapi/xapi.conf,
+ * "key = value" lines, '#' comments), every key overridable by a flag
+ * --key=value (or --key value; '-' and '_' are interchangeable).
+ */
+#ifndef CX_CONFIG_H
+#define CX_CONFIG_H
+#include <stdbool.h>
+
+struct config {
+	char *config_file;
+	char *state_dir;        /* database, certificate, PAM files, SR directories */
+	char *bind;             /* address for TCP listeners; "" = all */
+	int http_port;          /* 0 = off, -1 = any free port */
+	int https_port;
+	char *unix_socket;      /* "" = <state_dir>/xapi.sock; "none" = off */
+	char *pam_service;      /* local root logins */
+	char *pam_ext_service;  /* external (subject) logins */
+	char *pam_confdir;      /* "embedded" = private stack in <state_dir>/pam.d; "" = /etc/pam.d */
+	char *root_password;    /* embedded PAM: sets root's password if <state_dir>/passwd is missing */
+	int session_timeout;    /* seconds; idle sessions expire */
+	int max_rpc_body;       /* bytes */
+	int threads;            /* worker threads */
+	char *log_level;        /* error|warn|info|debug */
+	char *backend;          /* "sim" */
+	/* The simulated host's hardware (backend sim). */
+	char *sim_hostname;
+	char *sim_address;
+	int sim_cpus;            /* logical CPUs */
+	int sim_sockets;
+	char *sim_cpu_vendor;
+	char *sim_cpu_model;
+	int sim_cpu_family;
+	int sim_cpu_model_no;
+	int sim_cpu_stepping;
+	int sim_cpu_mhz;
+	char *sim_cpu_flags;
+	long long sim_memory_mib;
+	long long sim_dom0_memory_mib;
+	int sim_dom0_vcpus;
+	int sim_nics;
+	char *sim_mac_prefix;    /* e.g. "02:16:3e:00:00" — NIC n gets :<n> */
+	char *sim_netmask;
+	char *sim_gateway;
+	char *sim_dns;
+	char *sim_product_brand;
+	char *sim_product_version;
+	char *sim_xen_version;
+	char *sim_linux_version;
+	long long sim_local_sr_size_gib; /* reported size of the local file SR */
+	bool check_only;         /* -n */
+};
+
+extern struct config cfg;
+
+/* Defaults, then the file (cfg.config_file, or --config given in argv), then
+ * flags.  Returns 0, 1 if the program should exit successfully (--help), or
+ * -1 on an error (reported on stderr). */
+int config_load(int argc, char **argv);
+void config_usage(const char *prog);
+#endif

@@ -1,0 +1,346 @@
+/* main.c — the xapi daemon: configuration, state directory, PAM setup,
+ * database, fresh-host seeding, and the HTTP front door that routes RPC
+ * requests to the dispatcher. */
+#include <crypt.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api/api.h"
+#include "api/roles.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "http/http.h"
+#include "rpc/rpc.h"
+#include "xapi/config.h"
+#include "xapi/seed.h"
+
+static uv_loop_t *loop;
+static struct http_server *server;
+
+static char *path_join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = util_malloc(n);
+	snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int write_file(const char *path, const char *text, mode_t mode)
+{
+	char tmp[4200];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
+	if (fd < 0)
+		return -errno;
+	size_t n = strlen(text);
+	if (write(fd, text, n) != (ssize_t)n || fsync(fd) < 0) {
+		int e = errno;
+		close(fd);
+		unlink(tmp);
+		return -e;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0)
+		return -errno;
+	return 0;
+}
+
+/* A random password of 16 letters and digits. */
+static void random_password(char out[17])
+{
+	static const char al[] = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+	unsigned char b[16];
+	if (getrandom(b, sizeof(b), 0) != sizeof(b))
+		abort();
+	for (int i = 0; i < 16; i++)
+		out[i] = al[b[i] % (sizeof(al) - 1)];
+	out[16] = 0;
+}
+
+/* The embedded PAM stack: <state>/pam.d/{cxapi,cxapi-external} using
+ * pam_pwdfile over <state>/passwd (root) and <state>/external-passwd (users
+ * of external authentication). */
+static int setup_embedded_pam(void)
+{
+	char *dir = path_join(cfg.state_dir, "pam.d");
+	char *pw = path_join(cfg.state_dir, "passwd");
+	char *ext = path_join(cfg.state_dir, "external-passwd");
+	char *svc = path_join(dir, cfg.pam_service);
+	char *esvc = path_join(dir, cfg.pam_ext_service);
+	char text[8192];
+	int rc = mkdir_p(dir, 0700);
+	if (rc == 0) {
+		snprintf(text, sizeof(text),
+			 "# written by xapi: root logins against %s\n"
+			 "auth required pam_pwdfile.so pwdfile=%s\n"
+			 "account required pam_permit.so\n",
+			 pw, pw);
+		rc = write_file(svc, text, 0600);
+	}
+	if (rc == 0) {
+		snprintf(text, sizeof(text),
+			 "# written by xapi: external-auth logins against %s\n"
+			 "auth required pam_pwdfile.so pwdfile=%s\n"
+			 "account required pam_permit.so\n",
+			 ext, ext);
+		rc = write_file(esvc, text, 0600);
+	}
+	if (rc == 0 && access(ext, F_OK) < 0)
+		rc = write_file(ext, "", 0600);
+	if (rc == 0 && access(pw, F_OK) < 0) {
+		char gen[17];
+		const char *pass = cfg.root_password;
+		if (!pass[0]) {
+			random_password(gen);
+			pass = gen;
+			printf("root password: %s\n", pass);
+			fflush(stdout);
+		}
+		char *salt = crypt_gensalt_ra("$6$", 0, NULL, 0);
+		struct crypt_data cd;
+		memset(&cd, 0, sizeof(cd));
+		char *hash = salt ? crypt_r(pass, salt, &cd) : NULL;
+		free(salt);
+		if (!hash || hash[0] == '*') {
+			log_err("cannot hash the root password");
+			rc = -EINVAL;
+		} else {
+			snprintf(text, sizeof(text), "root:%s\n", hash);
+			rc = write_file(pw, text, 0600);
+		}
+	}
+	if (rc < 0)
+		log_err("embedded PAM setup in %s: %s", dir, strerror(-rc));
+	api_srv.pam_confdir = dir;
+	free(pw);
+	free(ext);
+	free(svc);
+	free(esvc);
+	return rc;
+}
+
+/* ---- HTTP routing ---- */
+
+struct rpc_call {
+	struct http_conn *conn;
+	struct arena a;
+	struct rpc_request req;
+	struct buf out;
+};
+
+static void rpc_call_free(struct rpc_call *k)
+{
+	arena_free(&k->a);
+	buf_free(&k->out);
+	free(k);
+}
+
+static void rpc_done(void *opaque)
+{
+	struct rpc_call *k = opaque;
+	const char *ct = k->req.proto == RPC_XML ? "text/xml" : "application/json";
+	http_respond(k->conn, 200, ct, &k->out, NULL);
+	rpc_call_free(k);
+}
+
+static const char index_html[] =
+	"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>cxapi</title></head>"
+	"<body><h1>cxapi</h1><p>XenAPI server. XML-RPC on <code>POST /</code>, "
+	"JSON-RPC on <code>POST /jsonrpc</code>.</p></body></html>";
+
+static void on_request(struct http_conn *c, struct http_req *r, void *opaque)
+{
+	if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0) {
+		if (strcmp(r->path, "/") == 0) {
+			struct buf b;
+			buf_init(&b);
+			buf_adds(&b, index_html);
+			http_respond(c, 200, "text/html; charset=utf-8", &b, NULL);
+		} else {
+			http_respond_error(c, 404, "Not Found");
+		}
+		return;
+	}
+	if (strcmp(r->method, "POST") != 0) {
+		http_respond_error(c, 405, "Method Not Allowed");
+		return;
+	}
+	struct rpc_call *k = util_calloc(1, sizeof(*k));
+	k->conn = c;
+	/* decoded trees are bounded by a multiple of the body size */
+	arena_init(&k->a, 16 * (r->body_len + 4096));
+	buf_init(&k->out);
+	const char *why = NULL;
+	int rc = strcmp(r->path, "/jsonrpc") == 0
+			 ? rpc_json_decode(&k->a, r->body, r->body_len, &k->req, &why)
+			 : rpc_xml_decode(&k->a, r->body, r->body_len, &k->req, &why);
+	if (rc < 0) {
+		log_debug("bad RPC request from %s: %s", r->peer, why ? why : "malformed");
+		http_respond_error(c, rc == -E2BIG ? 413 : 400, why ? why : "malformed request");
+		rpc_call_free(k);
+		return;
+	}
+	rc = api_call(loop, &k->a, &k->req, r->transport == HT_UNIX, &k->out, rpc_done, k);
+	if (rc == 0) {
+		rpc_done(k);
+	} else if (rc < 0) {
+		http_respond_error(c, 500, "Internal Error");
+		rpc_call_free(k);
+	}
+}
+
+/* ---- signals and timers ---- */
+
+static uv_signal_t sig_int, sig_term;
+static uv_timer_t gc_timer;
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	log_info("signal %d: stopping", signum);
+	uv_stop(loop);
+}
+
+static void gc_work(uv_work_t *w)
+{
+	session_gc();
+}
+
+static void gc_after(uv_work_t *w, int status)
+{
+	free(w);
+}
+
+static void on_gc(uv_timer_t *t)
+{
+	uv_work_t *w = util_calloc(1, sizeof(*w));
+	uv_queue_work(loop, w, gc_work, gc_after);
+}
+
+int main(int argc, char **argv)
+{
+	int rc = config_load(argc, argv);
+	if (rc != 0)
+		return rc > 0 ? 0 : 2;
+	if (strcmp(cfg.log_level, "debug") == 0)
+		log_level_max = LOG_DEBUG_;
+	else if (strcmp(cfg.log_level, "warn") == 0)
+		log_level_max = LOG_WARN_;
+	else if (strcmp(cfg.log_level, "error") == 0)
+		log_level_max = LOG_ERR_;
+	if (cfg.check_only) {
+		printf("configuration ok\n");
+		return 0;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	char threads[16];
+	snprintf(threads, sizeof(threads), "%d", cfg.threads);
+	setenv("UV_THREADPOOL_SIZE", threads, 1);
+
+	if ((rc = mkdir_p(cfg.state_dir, 0700)) < 0) {
+		log_err("state directory %s: %s", cfg.state_dir, strerror(-rc));
+		return 1;
+	}
+	char *abs = realpath(cfg.state_dir, NULL);
+	if (abs) {
+		free(cfg.state_dir);
+		cfg.state_dir = abs;
+	}
+	api_srv.state_dir = cfg.state_dir;
+	api_srv.pam_service = cfg.pam_service;
+	api_srv.pam_ext_service = cfg.pam_ext_service;
+	api_srv.session_timeout_s = cfg.session_timeout;
+	if (strcmp(cfg.pam_confdir, "embedded") == 0) {
+		if (setup_embedded_pam() < 0)
+			return 1;
+	} else {
+		api_srv.pam_confdir = cfg.pam_confdir[0] ? cfg.pam_confdir : NULL;
+	}
+
+	char *dbpath = path_join(cfg.state_dir, "xapi.db");
+	if ((rc = db_open(dbpath)) < 0) {
+		log_err("database %s: %s", dbpath, strerror(-rc));
+		return 1;
+	}
+	struct xerr e = {0};
+	if (roles_seed(&e) < 0 || seed_fresh_host(&e) < 0) {
+		log_err("seeding the database: %s %s", e.code, e.n ? e.params[0] : "");
+		return 1;
+	}
+	api_init();
+
+	loop = uv_default_loop();
+	char *cert = path_join(cfg.state_dir, "xapi-cert.pem");
+	char *key = path_join(cfg.state_dir, "xapi-key.pem");
+	char *sock = cfg.unix_socket[0] ? util_strdup(cfg.unix_socket)
+					 : path_join(cfg.state_dir, "xapi.sock");
+	if (cfg.https_port && http_tls_ensure_cert(cert, key, cfg.sim_hostname) < 0) {
+		log_err("cannot make a TLS certificate in %s", cfg.state_dir);
+		return 1;
+	}
+	struct http_config hc = {
+		.bind_addr = cfg.bind,
+		.http_port = cfg.http_port,
+		.https_port = cfg.https_port,
+		.unix_path = strcmp(sock, "none") == 0 ? NULL : sock,
+		.cert_file = cert,
+		.key_file = key,
+		.max_head = 16 * 1024,
+		.max_body = (size_t)cfg.max_rpc_body,
+		.head_timeout_ms = 30000,
+		.idle_timeout_ms = 300000,
+		.max_conns = 4096,
+	};
+	server = http_server_new(loop, &hc, on_request, NULL);
+	if (!server || http_server_start(server) < 0) {
+		log_err("cannot listen");
+		return 1;
+	}
+	const char *shown = cfg.bind[0] ? cfg.bind : "127.0.0.1";
+	if (cfg.http_port)
+		printf("cxapi: http://%s:%d/\n", shown, http_server_port(server, HT_TCP));
+	if (cfg.https_port)
+		printf("cxapi: https://%s:%d/\n", shown, http_server_port(server, HT_TLS));
+	if (hc.unix_path)
+		printf("cxapi: unix socket %s\n", hc.unix_path);
+	fflush(stdout);
+	log_info("xapi ready: state %s, database generation %llu", cfg.state_dir,
+		 (unsigned long long)db_generation());
+
+	uv_signal_init(loop, &sig_int);
+	uv_signal_start(&sig_int, on_signal, SIGINT);
+	uv_signal_init(loop, &sig_term);
+	uv_signal_start(&sig_term, on_signal, SIGTERM);
+	uv_timer_init(loop, &gc_timer);
+	uv_timer_start(&gc_timer, on_gc, 30000, 30000);
+	uv_run(loop, UV_RUN_DEFAULT);
+
+	http_server_stop(server);
+	db_close();
+	log_info("xapi stopped");
+	return 0;
+}
