@@ -137,20 +137,24 @@ def time_get_all_records(port, s, runs=7):
         sock = socket.create_connection(("127.0.0.1", port))
         t0 = time.perf_counter()
         sock.sendall(req)
-        buf = b""
+        buf = bytearray(64 << 20)
+        view = memoryview(buf)
+        got = 0
         need = None
         while True:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
+            n = sock.recv_into(view[got:])
+            if not n:
                 break
-            buf += chunk
-            if need is None and b"\r\n\r\n" in buf:
-                head = buf.split(b"\r\n\r\n")[0]
-                need = len(head) + 4 + int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-            if need is not None and len(buf) >= need:
+            got += n
+            if need is None:
+                end = buf.find(b"\r\n\r\n", 0, got)
+                if end >= 0:
+                    head = bytes(buf[:end])
+                    need = end + 4 + int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            if need is not None and got >= need:
                 break
         times.append(time.perf_counter() - t0)
-        size = len(buf)
+        size = got
         sock.close()
     return statistics.median(times) * 1000, size
 

@@ -198,11 +198,11 @@ def generate(idldir):
             has_def = "default" in f
             rc, rf = rel_many.get((ci, fj), (-1, -1))
             mc, mf = rel_one.get((ci, fj), (-1, -1))
-            b("\t{ .name = %s, .column = %s, .ty = &%s, .qual = %s, "
+            b("\t{ .name = %s, .name_len = %d, .column = %s, .ty = &%s, .qual = %s, "
               ".lifecycle = %s, .internal = %s, .has_default = %s, "
               ".required = %s, .deflt = %s, .rel_cls = %d, .rel_field = %d, "
               ".many_cls = %d, .many_field = %d },"
-              % (cstr(f["name"]), cstr(f["column"]), ty, QUAL[f["qualifier"]],
+              % (cstr(f["name"]), len(f["name"].encode()), cstr(f["column"]), ty, QUAL[f["qualifier"]],
                  LC[f["lifecycle"]], bool_c(f.get("internal")), bool_c(has_def),
                  bool_c(f.get("required")),
                  cstr(jtext(f["default"])) if has_def else "NULL",

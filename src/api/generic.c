@@ -158,7 +158,7 @@ void api_write_record(struct enc *e, const struct db_row *row)
 		const struct val *v = row->cols[i];
 		if (f->ty->kind == TY_OPTION && (!v || v->kind == V_NIL))
 			continue;
-		enc_member(e, f->name, strlen(f->name));
+		enc_member_plain(e, f->name, f->name_len);
 		api_write_field(e, f, v);
 	}
 	enc_struct_end(e);
@@ -311,6 +311,10 @@ static void list_rows(struct api_ctx *c, const char *expr, bool records)
 		}
 	}
 	int cls = c->msg->cls;
+	db_rdlock();
+	/* reserve for the whole reply at once: no copying as it grows */
+	buf_reserve(c->out->b, (size_t)db_count(cls) * (records ? 2048 : 64));
+	db_unlock();
 	if (records)
 		enc_struct_begin(c->out);
 	else
@@ -320,7 +324,7 @@ static void list_rows(struct api_ctx *c, const char *expr, bool records)
 		if (f && !db_filter_match(f, r))
 			continue;
 		if (records) {
-			enc_member(c->out, r->ref, strlen(r->ref));
+			enc_member_plain(c->out, r->ref, strlen(r->ref));
 			api_write_record(c->out, r);
 		} else {
 			enc_cstr(c->out, r->ref);

@@ -47,6 +47,7 @@ enum idl_lifecycle { LC_PUBLISHED, LC_PROTOTYPED, LC_DEPRECATED, LC_REMOVED };
 
 struct idl_field {
 	const char *name;       /* wire name, e.g. "name_label" */
+	uint16_t name_len;
 	const char *column;     /* database column name, e.g. "name__label" */
 	const struct idl_type *ty;
 	uint8_t qual;           /* enum idl_qual */

@@ -523,6 +523,31 @@ void enc_member(struct enc *e, const char *key, size_t klen)
 	term(b);
 }
 
+void enc_member_plain(struct enc *e, const char *key, size_t klen)
+{
+	struct buf *b = e->b;
+	if (e->json) {
+		sep(e);
+		room(b, klen + 8);
+		put(b, "\"", 1);
+		put(b, key, klen);
+		put(b, "\":", 2);
+		if (e->depth)
+			e->first |= LVL_BIT(e->depth);
+	} else {
+		room(b, klen + 40);
+		uint64_t bit = e->depth ? LVL_BIT(e->depth) : 0;
+		if (e->first & bit)
+			e->first &= ~bit;
+		else if (e->depth)
+			PUTL(b, "</member>");
+		PUTL(b, "<member><name>");
+		put(b, key, klen);
+		PUTL(b, "</name>");
+	}
+	term(b);
+}
+
 void enc_struct_end(struct enc *e)
 {
 	if (e->json) {

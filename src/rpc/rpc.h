@@ -77,6 +77,8 @@ void enc_array_begin(struct enc *e);
 void enc_array_end(struct enc *e);
 void enc_struct_begin(struct enc *e);
 void enc_member(struct enc *e, const char *key, size_t klen); /* then exactly one value */
+/* The same for a key known to need no escaping (datamodel field names, refs). */
+void enc_member_plain(struct enc *e, const char *key, size_t klen);
 void enc_struct_end(struct enc *e);
 
 /* ---- envelopes ----

@@ -4,6 +4,7 @@
 #include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,6 +258,10 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* Big replies (tens of MB) are built and freed often: keep such memory in
+	 * the heap instead of mapping and faulting it in afresh every time. */
+	mallopt(M_MMAP_THRESHOLD, 256 << 20);
+	mallopt(M_TRIM_THRESHOLD, 512 << 20);
 	char threads[16];
 	snprintf(threads, sizeof(threads), "%d", cfg.threads);
 	setenv("UV_THREADPOOL_SIZE", threads, 1);

@@ -188,15 +188,22 @@ static void set_timeout(int fd, int ms)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-static int tcp_connect(int p)
+static int tcp_connect_rcvbuf(int p, int rcvbuf)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	assert_true(fd >= 0);
+	if (rcvbuf) /* small: the server's writes then go async */
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p) };
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
 	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
 	set_timeout(fd, 5000);
 	return fd;
+}
+
+static int tcp_connect(int p)
+{
+	return tcp_connect_rcvbuf(p, 0);
 }
 
 static void send_str(int fd, const char *s)
@@ -214,7 +221,7 @@ static void send_str(int fd, const char *s)
 struct conn {
 	int fd;
 	SSL *ssl;
-	char buf[1 << 21];
+	char buf[1 << 24];
 	size_t len;
 };
 
@@ -552,13 +559,14 @@ static void test_vanish(void **state)
 static void test_big_response(void **state)
 {
 	(void)state;
-	struct conn *c = conn_tcp();
+	struct conn *c = calloc(1, sizeof *c);
+	c->fd = tcp_connect_rcvbuf(port, 4096);
 	struct resp r = { 0 };
-	send_str(c->fd, "GET /big?n=1500000 HTTP/1.1\r\n\r\nGET /big?n=3 HTTP/1.1\r\n\r\n");
+	send_str(c->fd, "GET /big?n=8000000 HTTP/1.1\r\n\r\nGET /big?n=3 HTTP/1.1\r\n\r\n");
 	usleep(100000); /* let the server's socket buffer fill: async write */
 	assert_true(read_resp(c, &r));
-	assert_int_equal(r.body_len, 1500000);
-	assert_int_equal(r.body[1499999], 'a' + 1499999 % 26);
+	assert_int_equal(r.body_len, 8000000);
+	assert_int_equal(r.body[7999999], 'a' + 7999999 % 26);
 	assert_true(read_resp(c, &r));
 	assert_string_equal(r.body, "abc");
 	resp_clear(&r);
@@ -651,7 +659,7 @@ static void test_unix(void **state)
 	conn_free(c);
 }
 
-static struct conn *conn_tls(void)
+static struct conn *conn_tls_rcvbuf(int rcvbuf)
 {
 	static SSL_CTX *ctx;
 	if (!ctx) {
@@ -660,7 +668,7 @@ static struct conn *conn_tls(void)
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	}
 	struct conn *c = calloc(1, sizeof *c);
-	c->fd = tcp_connect(tls_port);
+	c->fd = tcp_connect_rcvbuf(tls_port, rcvbuf);
 	c->ssl = SSL_new(ctx);
 	SSL_set_fd(c->ssl, c->fd);
 	SSL_set1_host(c->ssl, "127.0.0.1"); /* the SAN has IP:127.0.0.1 */
@@ -670,6 +678,11 @@ static struct conn *conn_tls(void)
 	assert_int_equal(r, 1);
 	assert_int_equal(SSL_get_verify_result(c->ssl), X509_V_OK);
 	return c;
+}
+
+static struct conn *conn_tls(void)
+{
+	return conn_tls_rcvbuf(0);
 }
 
 static void ssl_send(struct conn *c, const char *s)
@@ -700,6 +713,17 @@ static void test_tls(void **state)
 	assert_true(has_header(&r, "\r\nconnection: close\r\n"));
 	assert_true(at_eof(c));
 	resp_clear(&r);
+	conn_free(c);
+
+	/* a slow reader: the ciphertext is written in pieces, in order */
+	c = conn_tls_rcvbuf(4096);
+	ssl_send(c, "GET /big?n=8000000 HTTP/1.1\r\n\r\nGET /big?n=5 HTTP/1.1\r\n\r\n");
+	usleep(100000);
+	assert_true(read_resp(c, &r));
+	assert_int_equal(r.body_len, 8000000);
+	assert_int_equal(r.body[7999999], 'a' + 7999999 % 26);
+	assert_true(read_resp(c, &r));
+	assert_string_equal(r.body, "abcde");
 	conn_free(c);
 
 	/* a TLS client that goes away mid-request, and plain HTTP on TLS */
