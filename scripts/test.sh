@@ -36,7 +36,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
 	fi
 	ninja -C build-fuzz >/dev/null 2>"$RESULTS/fuzz-build.log" || { cat "$RESULTS/fuzz-build.log"; echo "fuzz build failed" > "$RESULTS/fuzz-fail-build"; }
 	for f in build-fuzz/fuzz/fuzz_*; do
-		[ -x "$f" ] || continue
+		[ -f "$f" ] && [ -x "$f" ] || continue
 		name=$(basename "$f")
 		mkdir -p "$RESULTS/corpus-$name"
 		if "$f" -max_total_time="$FUZZ_SECONDS" -max_len=65536 -rss_limit_mb=2048 \

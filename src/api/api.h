@@ -97,8 +97,6 @@ struct val *api_convert(struct api_ctx *c, const struct idl_type *ty, struct val
 struct val *api_to_heap(const struct val *v);
 /* Deep copy of a value into an arena. */
 struct val *api_val_dup_a(struct arena *a, const struct val *v);
-/* Parse JSON text (idl defaults) into an arena value; NULL if malformed. */
-struct val *api_json_val_a(struct arena *a, const char *json);
 /* The default of an optional parameter, as an arena value. */
 struct val *api_param_default(struct arena *a, const struct idl_param *p);
 /* Building a new row: a calloc'd column array for class cls (NULL = default),
@@ -107,6 +105,12 @@ struct val *api_param_default(struct arena *a, const struct idl_param *p);
 struct val **api_row_new(int cls);
 void api_row_set(int cls, struct val **cols, const char *field, struct val *v);
 int api_field(int cls, const char *field); /* index; aborts if unknown */
+void api_cols_free(int cls, struct val **cols);
+/* Columns of a new row from a create record (RW and RO/constructor fields,
+ * defaults, required ones enforced, a fresh uuid); NULL with c->err set. */
+struct val **api_cols_from_record(struct api_ctx *c, int cls, const struct val *rec);
+/* Insert a row with a fresh ref (cols taken) and answer the ref. */
+void api_insert_reply(struct api_ctx *c, int cls, struct val **cols);
 /* Commit t; on error copy the error into c.  Returns 0 or -1. */
 int api_commit(struct api_ctx *c, struct db_txn *t);
 

@@ -55,18 +55,10 @@ int api_init(void)
 
 void api_fail(struct api_ctx *c, const char *code, int n, ...)
 {
-	xerr_clear(&c->err);
-	c->err.code = code;
-	if (n > XERR_MAXP)
-		n = XERR_MAXP;
 	va_list ap;
 	va_start(ap, n);
-	for (int i = 0; i < n; i++) {
-		const char *p = va_arg(ap, const char *);
-		c->err.params[i] = util_strdup(p ? p : "");
-	}
+	xerr_vset(&c->err, code, n, ap);
 	va_end(ap);
-	c->err.n = n;
 }
 
 const char *api_str(struct api_ctx *c, int i)

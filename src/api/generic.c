@@ -5,7 +5,6 @@
  */
 #include "api/api.h"
 
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,62 +52,9 @@ struct val *api_val_dup_a(struct arena *a, const struct val *v)
 	}
 }
 
-static struct val *json_to_val(struct arena *a, json_t *j)
-{
-	switch (json_typeof(j)) {
-	case JSON_STRING:
-		return val_str_a(a, json_string_value(j), json_string_length(j));
-	case JSON_INTEGER:
-		return val_int_a(a, json_integer_value(j));
-	case JSON_REAL:
-		return val_double_a(a, json_real_value(j));
-	case JSON_TRUE:
-		return &val_true;
-	case JSON_FALSE:
-		return &val_false;
-	case JSON_NULL:
-		return &val_nil;
-	case JSON_ARRAY: {
-		struct val *o = val_array_a(a, (uint32_t)json_array_size(j));
-		for (size_t i = 0; o && i < json_array_size(j); i++)
-			if (!(o->u.items[i] = json_to_val(a, json_array_get(j, i))))
-				return NULL;
-		return o;
-	}
-	case JSON_OBJECT: {
-		struct val *o = val_struct_a(a, (uint32_t)json_object_size(j));
-		const char *k;
-		json_t *x;
-		uint32_t i = 0;
-		json_object_foreach(j, k, x)
-		{
-			if (!o)
-				return NULL;
-			o->u.members[i].key = arena_strndup(a, k, strlen(k));
-			o->u.members[i].klen = (uint32_t)strlen(k);
-			if (!(o->u.members[i].v = json_to_val(a, x)))
-				return NULL;
-			i++;
-		}
-		return o;
-	}
-	}
-	return NULL;
-}
-
-struct val *api_json_val_a(struct arena *a, const char *text)
-{
-	json_t *j = json_loads(text, JSON_DECODE_ANY, NULL);
-	if (!j)
-		return NULL;
-	struct val *v = json_to_val(a, j);
-	json_decref(j);
-	return v;
-}
-
 struct val *api_param_default(struct arena *a, const struct idl_param *p)
 {
-	struct val *v = p->deflt ? api_json_val_a(a, p->deflt) : NULL;
+	struct val *v = p->deflt ? rpc_json_value(a, p->deflt, strlen(p->deflt)) : NULL;
 	if (!v)
 		return &val_nil;
 	/* bring it to the declared type (e.g. ints given as text, datetimes) */
@@ -391,18 +337,21 @@ struct val **api_cols_from_record(struct api_ctx *c, int cls, const struct val *
 	}
 	return cols;
 fail:
-	for (int i = 0; i < k->nfields; i++)
-		val_free(cols[i]);
-	free(cols);
+	api_cols_free(cls, cols);
 	return NULL;
 }
 
-static void g_create(struct api_ctx *c)
+void api_cols_free(int cls, struct val **cols)
 {
-	int cls = c->msg->cls;
-	struct val **cols = api_cols_from_record(c, cls, c->params[1]);
 	if (!cols)
 		return;
+	for (int i = 0; i < idl_classes[cls].nfields; i++)
+		val_free(cols[i]);
+	free(cols);
+}
+
+void api_insert_reply(struct api_ctx *c, int cls, struct val **cols)
+{
 	char ref[DB_REF_MAX];
 	db_ref_new(ref);
 	struct db_txn *t = db_txn_new();
@@ -410,6 +359,13 @@ static void g_create(struct api_ctx *c)
 	free(cols);
 	if (api_commit(c, t) == 0)
 		enc_cstr(c->out, ref);
+}
+
+static void g_create(struct api_ctx *c)
+{
+	struct val **cols = api_cols_from_record(c, c->msg->cls, c->params[1]);
+	if (cols)
+		api_insert_reply(c, c->msg->cls, cols);
 }
 
 static void g_destroy(struct api_ctx *c)

@@ -10,8 +10,6 @@
 
 #include "base/util.h"
 
-struct val **api_cols_from_record(struct api_ctx *c, int cls, const struct val *rec);
-
 static const char *row_str(const struct db_row *r, int cls, const char *field)
 {
 	const struct val *v = r->cols[api_field(cls, field)];
@@ -134,13 +132,7 @@ static void network_create(struct api_ctx *c)
 		val_free(cols[fb]);
 		cols[fb] = val_cstr_h(name);
 	}
-	char ref[DB_REF_MAX];
-	db_ref_new(ref);
-	struct db_txn *t = db_txn_new();
-	db_txn_insert(t, net, ref, cols);
-	free(cols);
-	if (api_commit(c, t) == 0)
-		enc_cstr(c->out, ref);
+	api_insert_reply(c, net, cols);
 }
 
 static void network_destroy(struct api_ctx *c)

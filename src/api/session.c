@@ -91,12 +91,9 @@ void session_forget(const char *ref)
 	sess_free(s);
 }
 
-/* Drop sessions idle for longer than the timeout (called from a timer). */
-void session_gc(void)
+/* Remove every session for which drop(s, ctx) holds, with its row. */
+static void sess_remove_if(bool (*drop)(const struct sess *s, const void *ctx), const void *ctx)
 {
-	if (api_srv.session_timeout_s <= 0)
-		return;
-	double now = util_now_f();
 	char (*dead)[DB_REF_MAX] = NULL;
 	int n = 0, cap = 0;
 	pthread_mutex_lock(&sess_lock);
@@ -104,23 +101,37 @@ void session_gc(void)
 		struct sess **pp = &sess_tab[b];
 		while (*pp) {
 			struct sess *s = *pp;
-			if (now - s->last_used > api_srv.session_timeout_s) {
-				*pp = s->next;
-				if (n == cap) {
-					cap = cap ? cap * 2 : 16;
-					dead = util_realloc(dead, (size_t)cap * sizeof(*dead));
-				}
-				memcpy(dead[n++], s->ref, DB_REF_MAX);
-				sess_free(s);
-			} else {
+			if (!drop(s, ctx)) {
 				pp = &s->next;
+				continue;
 			}
+			*pp = s->next;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				dead = util_realloc(dead, (size_t)cap * sizeof(*dead));
+			}
+			memcpy(dead[n++], s->ref, DB_REF_MAX);
+			sess_free(s);
 		}
 	}
 	pthread_mutex_unlock(&sess_lock);
 	if (n)
 		sess_destroy_rows(dead, n);
 	free(dead);
+}
+
+static bool sess_idle(const struct sess *s, const void *ctx)
+{
+	return *(const double *)ctx - s->last_used > api_srv.session_timeout_s;
+}
+
+/* Drop sessions idle for longer than the timeout (called from a timer). */
+void session_gc(void)
+{
+	if (api_srv.session_timeout_s <= 0)
+		return;
+	double now = util_now_f();
+	sess_remove_if(sess_idle, &now);
 }
 
 static int host_external_auth(char *type, size_t n)
@@ -296,8 +307,6 @@ static void session_logout_subject_identifier(struct api_ctx *c)
 
 /* ---- subjects ---- */
 
-struct val **api_cols_from_record(struct api_ctx *c, int cls, const struct val *rec);
-
 static void subject_create(struct api_ctx *c)
 {
 	int cls = idl_class_find("subject");
@@ -319,44 +328,27 @@ static void subject_create(struct api_ctx *c)
 			api_fail(c, "SUBJECT_ALREADY_EXISTS", 0);
 		else
 			api_fail(c, "SUBJECT_CANNOT_BE_RESOLVED", 0);
-		for (int i = 0; i < idl_classes[cls].nfields; i++)
-			val_free(cols[i]);
-		free(cols);
+		api_cols_free(cls, cols);
 		return;
 	}
-	char ref[DB_REF_MAX];
-	db_ref_new(ref);
-	struct db_txn *t = db_txn_new();
-	db_txn_insert(t, cls, ref, cols);
-	free(cols);
-	if (api_commit(c, t) == 0)
-		enc_cstr(c->out, ref);
+	api_insert_reply(c, cls, cols);
+}
+
+struct sid_match {
+	const char *sid, *keep;
+};
+
+static bool sess_of_sid(const struct sess *s, const void *ctx)
+{
+	const struct sid_match *m = ctx;
+	return s->sid[0] && strcmp(s->sid, m->sid) == 0 && strcmp(s->ref, m->keep) != 0;
 }
 
 /* Log out every session of a subject identifier except keep (may be ""). */
 static void logout_sid(const char *sid, const char *keep)
 {
-	char (*dead)[DB_REF_MAX] = NULL;
-	int n = 0;
-	pthread_mutex_lock(&sess_lock);
-	for (int b = 0; b < SESS_BUCKETS; b++) {
-		struct sess **pp = &sess_tab[b];
-		while (*pp) {
-			struct sess *s = *pp;
-			if (s->sid[0] && strcmp(s->sid, sid) == 0 && strcmp(s->ref, keep) != 0) {
-				*pp = s->next;
-				dead = util_realloc(dead, (size_t)(n + 1) * sizeof(*dead));
-				memcpy(dead[n++], s->ref, DB_REF_MAX);
-				sess_free(s);
-			} else {
-				pp = &s->next;
-			}
-		}
-	}
-	pthread_mutex_unlock(&sess_lock);
-	if (n)
-		sess_destroy_rows(dead, n);
-	free(dead);
+	struct sid_match m = {sid, keep};
+	sess_remove_if(sess_of_sid, &m);
 }
 
 static bool subject_sid(struct api_ctx *c, const char *ref, char *out, size_t n)

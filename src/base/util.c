@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 
 void util_uuid_v4(char out[37])
@@ -135,4 +137,22 @@ uint64_t util_hash(const void *p, size_t n)
 		h *= 1099511628211ull;
 	}
 	return h;
+}
+
+int util_mkdir_p(const char *path, unsigned mode)
+{
+	char tmp[4096];
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, (mode_t)mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
 }

@@ -13,5 +13,6 @@ char *util_strdup(const char *s);        /* aborts on OOM */
 void *util_malloc(size_t n);             /* aborts on OOM */
 void *util_calloc(size_t n, size_t m);
 void *util_realloc(void *p, size_t n);
+int util_mkdir_p(const char *path, unsigned mode); /* 0 or -errno; parents 0755 */
 uint64_t util_hash(const void *p, size_t n); /* FNV-1a 64 */
 #endif

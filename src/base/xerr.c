@@ -6,20 +6,25 @@
 #include <string.h>
 #include "base/util.h"
 
-void xerr_set(struct xerr *e, const char *code, int n, ...)
+void xerr_vset(struct xerr *e, const char *code, int n, va_list ap)
 {
 	xerr_clear(e);
 	e->code = code;
 	if (n > XERR_MAXP)
 		n = XERR_MAXP;
-	va_list ap;
-	va_start(ap, n);
 	for (int i = 0; i < n; i++) {
 		const char *p = va_arg(ap, const char *);
 		e->params[i] = util_strdup(p ? p : "");
 	}
-	va_end(ap);
 	e->n = n;
+}
+
+void xerr_set(struct xerr *e, const char *code, int n, ...)
+{
+	va_list ap;
+	va_start(ap, n);
+	xerr_vset(e, code, n, ap);
+	va_end(ap);
 }
 
 void xerr_clear(struct xerr *e)

@@ -10,7 +10,10 @@ struct xerr {
 	char *params[XERR_MAXP];  /* heap copies, freed by xerr_clear */
 };
 
+#include <stdarg.h>
+
 void xerr_set(struct xerr *e, const char *code, int n, ...); /* n const char* params */
+void xerr_vset(struct xerr *e, const char *code, int n, va_list ap);
 void xerr_clear(struct xerr *e);
 void xerr_move(struct xerr *dst, struct xerr *src);
 #endif

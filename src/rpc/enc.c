@@ -497,14 +497,17 @@ void enc_struct_begin(struct enc *e)
 	term(e->b);
 }
 
-void enc_member(struct enc *e, const char *key, size_t klen)
+static void member(struct enc *e, const char *key, size_t klen, bool escape)
 {
 	struct buf *b = e->b;
 	if (e->json) {
 		sep(e);
 		room(b, klen + 8);
 		put(b, "\"", 1);
-		esc_json(b, key, klen);
+		if (escape)
+			esc_json(b, key, klen);
+		else
+			put(b, key, klen);
 		put(b, "\":", 2);
 		/* the member's value must not write a comma */
 		if (e->depth)
@@ -517,35 +520,23 @@ void enc_member(struct enc *e, const char *key, size_t klen)
 		else if (e->depth)
 			PUTL(b, "</member>");
 		PUTL(b, "<member><name>");
-		esc_xml(b, key, klen);
+		if (escape)
+			esc_xml(b, key, klen);
+		else
+			put(b, key, klen);
 		PUTL(b, "</name>");
 	}
 	term(b);
 }
 
+void enc_member(struct enc *e, const char *key, size_t klen)
+{
+	member(e, key, klen, true);
+}
+
 void enc_member_plain(struct enc *e, const char *key, size_t klen)
 {
-	struct buf *b = e->b;
-	if (e->json) {
-		sep(e);
-		room(b, klen + 8);
-		put(b, "\"", 1);
-		put(b, key, klen);
-		put(b, "\":", 2);
-		if (e->depth)
-			e->first |= LVL_BIT(e->depth);
-	} else {
-		room(b, klen + 40);
-		uint64_t bit = e->depth ? LVL_BIT(e->depth) : 0;
-		if (e->first & bit)
-			e->first &= ~bit;
-		else if (e->depth)
-			PUTL(b, "</member>");
-		PUTL(b, "<member><name>");
-		put(b, key, klen);
-		PUTL(b, "</name>");
-	}
-	term(b);
+	member(e, key, klen, false);
 }
 
 void enc_struct_end(struct enc *e)

@@ -112,6 +112,17 @@ big:
 	return NULL;
 }
 
+struct val *rpc_json_value(struct arena *a, const char *text, size_t len)
+{
+	json_t *j = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+	if (!j)
+		return NULL;
+	struct jd d = {.a = a};
+	struct val *v = conv(&d, j, 0);
+	json_decref(j);
+	return v;
+}
+
 static int bad(const char **why, const char *w)
 {
 	*why = w;

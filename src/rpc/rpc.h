@@ -44,6 +44,9 @@ int rpc_xml_decode(struct arena *a, const char *body, size_t len,
 int rpc_json_decode(struct arena *a, const char *body, size_t len,
 		    struct rpc_request *out, const char **why);
 
+/* Decode one JSON value (any type) into the arena; NULL if malformed. */
+struct val *rpc_json_value(struct arena *a, const char *text, size_t len);
+
 /* ---- encoding ---- */
 
 struct enc {

@@ -34,23 +34,6 @@ static char *path_join(const char *dir, const char *name)
 	return p;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = 0;
-		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 static int write_file(const char *path, const char *text, mode_t mode)
 {
 	char tmp[4200];
@@ -94,7 +77,7 @@ static int setup_embedded_pam(void)
 	char *svc = path_join(dir, cfg.pam_service);
 	char *esvc = path_join(dir, cfg.pam_ext_service);
 	char text[8192];
-	int rc = mkdir_p(dir, 0700);
+	int rc = util_mkdir_p(dir, 0700);
 	if (rc == 0) {
 		snprintf(text, sizeof(text),
 			 "# written by xapi: root logins against %s\n"
@@ -266,7 +249,7 @@ int main(int argc, char **argv)
 	snprintf(threads, sizeof(threads), "%d", cfg.threads);
 	setenv("UV_THREADPOOL_SIZE", threads, 1);
 
-	if ((rc = mkdir_p(cfg.state_dir, 0700)) < 0) {
+	if ((rc = util_mkdir_p(cfg.state_dir, 0700)) < 0) {
 		log_err("state directory %s: %s", cfg.state_dir, strerror(-rc));
 		return 1;
 	}

@@ -195,24 +195,6 @@ static void rb_insert(struct db_txn *t, struct rb *r, const char *ref)
 	r->c = NULL;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[4096];
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = 0;
-		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 static const char *state_dir(void)
 {
 	return api_srv.state_dir ? api_srv.state_dir : nz(cfg.state_dir);
@@ -1017,7 +999,7 @@ static int create_fresh(struct xerr *err)
 	snprintf(s.iso_dir, sizeof(s.iso_dir), "%s/iso", state_dir());
 
 	int rc;
-	if ((rc = mkdir_p(s.local_dir, 0755)) < 0 || (rc = mkdir_p(s.iso_dir, 0755)) < 0) {
+	if ((rc = util_mkdir_p(s.local_dir, 0755)) < 0 || (rc = util_mkdir_p(s.iso_dir, 0755)) < 0) {
 		xerr_set(err, "INTERNAL_ERROR", 1, strerror(-rc));
 		return -1;
 	}
@@ -1098,7 +1080,7 @@ static void ensure_sr_dirs(const char *host)
 	}
 	db_unlock();
 	for (int i = 0; i < n; i++) {
-		int rc = mkdir_p(dirs[i], 0755);
+		int rc = util_mkdir_p(dirs[i], 0755);
 		if (rc < 0)
 			log_warn("SR directory %s: %s", dirs[i], strerror(-rc));
 		free(dirs[i]);
