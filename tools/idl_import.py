@@ -60,6 +60,24 @@ NAMESPACES = {
                     "supported_algorithms"]},
 }
 
+# Map keys that carry their own RBAC permission ("<perm>/key:<key>"), with the
+# lowest role allowed (that role and every role above it); a trailing "*"
+# matches any key with that prefix.  From the map_keys_roles of the
+# original's datamodel (task, network, SR, VDI, pool, host and VM other_config).
+MAP_KEYS_ROLES = {
+    "task.other_config": {"applies_to": "vm-operator", "XenCenterUUID": "vm-operator",
+                          "XenCenterMeddlingActionTitle": "vm-operator"},
+    "network.other_config": {"folder": "vm-operator", "XenCenter.CustomFields.*": "vm-operator",
+                             "XenCenterCreateInProgress": "vm-operator"},
+    "SR.other_config": {"folder": "vm-operator", "XenCenter.CustomFields.*": "vm-operator"},
+    "VDI.other_config": {"folder": "vm-operator", "XenCenter.CustomFields.*": "vm-operator"},
+    "host.other_config": {"folder": "vm-operator", "XenCenter.CustomFields.*": "vm-operator"},
+    "pool.other_config": {"folder": "vm-operator", "XenCenter.CustomFields.*": "vm-operator",
+                          "EMPTY_FOLDERS": "vm-operator"},
+    "VM.other_config": {"pci": "pool-admin", "folder": "vm-operator",
+                        "XenCenter.CustomFields.*": "vm-operator"},
+}
+
 ROLES = ["pool-admin", "pool-operator", "vm-power-admin", "vm-admin",
          "vm-operator", "client-cert", "read-only"]
 ROLE_SETS = {
@@ -1024,7 +1042,8 @@ def main():
         f.write("\n},\n")
         f.write('"relations": [\n')
         f.write(",\n".join(json.dumps(r) for r in relations))
-        f.write("\n]}\n")
+        f.write("\n],\n")
+        f.write('"map_keys_roles": %s}\n' % json.dumps(MAP_KEYS_ROLES, sort_keys=True))
     with open(os.path.join(a.out, "meta.json"), "w") as f:
         json.dump({"api_version": [int(amaj), int(amin)],
                    "schema_version": "%s.%s" % (smaj, smin),

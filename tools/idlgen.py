@@ -192,6 +192,17 @@ def generate(idldir):
     for ci, c in enumerate(classes):
         if not c["fields"]:
             continue
+        for fj, f in enumerate(c["fields"]):
+            kr = extras.get("map_keys_roles", {}).get("%s.%s" % (c["name"], f["name"]))
+            if kr:
+                b("static const struct idl_keyrole keyroles_%d_%d[] = {" % (ci, fj))
+                for k in sorted(kr):
+                    lowest = extras["roles"].index(kr[k])
+                    # the role and every role above it, plus nothing internal
+                    mask = sum(1 << i for i in range(lowest + 1)
+                               if extras["roles"][i] != "client-cert" or kr[k] == "client-cert")
+                    b("\t{ %s, 0x%02x }," % (cstr(k), mask))
+                b("};")
         b("static const struct idl_field fields_%d[] = {" % ci)
         for fj, f in enumerate(c["fields"]):
             ty = T.get(f["type"])
@@ -201,12 +212,14 @@ def generate(idldir):
             b("\t{ .name = %s, .name_len = %d, .column = %s, .ty = &%s, .qual = %s, "
               ".lifecycle = %s, .internal = %s, .has_default = %s, "
               ".required = %s, .deflt = %s, .rel_cls = %d, .rel_field = %d, "
-              ".many_cls = %d, .many_field = %d },"
+              ".many_cls = %d, .many_field = %d, .keyroles = %s, .nkeyroles = %d },"
               % (cstr(f["name"]), len(f["name"].encode()), cstr(f["column"]), ty, QUAL[f["qualifier"]],
                  LC[f["lifecycle"]], bool_c(f.get("internal")), bool_c(has_def),
                  bool_c(f.get("required")),
                  cstr(jtext(f["default"])) if has_def else "NULL",
-                 rc, rf, mc, mf))
+                 rc, rf, mc, mf,
+                 ("keyroles_%d_%d" % (ci, fj)) if extras.get("map_keys_roles", {}).get("%s.%s" % (c["name"], f["name"])) else "NULL",
+                 len(extras.get("map_keys_roles", {}).get("%s.%s" % (c["name"], f["name"]), {}))))
         b("};")
     b("")
     b("const int idl_nclasses = %d;" % len(classes))

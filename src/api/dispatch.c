@@ -268,20 +268,44 @@ struct val *api_to_heap(const struct val *v)
 
 /* ---- RBAC ---- */
 
-static bool rbac_allowed(const struct api_caller *who, const struct idl_msg *m)
+/* The permission a call needs and the roles that hold it: the message's own,
+ * or for add_to_/remove_from_ a map key with its own permission
+ * ("<perm>/key:<key>"), that key's. */
+static uint8_t rbac_roles(struct api_ctx *c, const char **perm)
 {
-	/* messages without a session (logins) check their own credentials */
-	if (!m->session || who->local_root || who->superuser)
-		return true;
-	return (who->roles & m->roles) != 0;
+	const struct idl_msg *m = c->msg;
+	*perm = m->perm;
+	if ((m->kind != MK_MAP_ADD && m->kind != MK_MAP_REMOVE) || m->field < 0)
+		return m->roles;
+	const struct idl_field *f = &idl_classes[m->cls].fields[m->field];
+	const char *key = api_str(c, 2);
+	for (int i = 0; i < f->nkeyroles; i++) {
+		const char *k = f->keyroles[i].key;
+		size_t kl = strlen(k);
+		bool match = kl && k[kl - 1] == '*' ? strncmp(key, k, kl - 1) == 0 : strcmp(key, k) == 0;
+		if (match) {
+			*perm = arena_printf(c->a, "%s/key:%s", m->perm, k);
+			return f->keyroles[i].roles;
+		}
+	}
+	return m->roles;
 }
 
-static void rbac_deny(struct api_ctx *c, const struct idl_msg *m)
+/* 0 if the caller may make this call, else -1 with RBAC_PERMISSION_DENIED set. */
+static int rbac_check(struct api_ctx *c)
 {
+	const struct api_caller *who = &c->who;
+	/* messages without a session (logins) check their own credentials */
+	if (!c->msg->session || who->local_root || who->superuser)
+		return 0;
+	const char *perm;
+	uint8_t roles = rbac_roles(c, &perm);
+	if (who->roles & roles)
+		return 0;
 	char list[256] = "";
 	size_t n = 0;
 	for (int r = 0; r < ROLE_COUNT; r++) {
-		if (!(m->roles & (1u << r)))
+		if (!(roles & (1u << r)))
 			continue;
 		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", n ? ", " : "",
 				      idl_role_names[r]);
@@ -291,7 +315,8 @@ static void rbac_deny(struct api_ctx *c, const struct idl_msg *m)
 	char msg[400];
 	snprintf(msg, sizeof(msg), "No permission in user session. (Roles with this permission: %s)",
 		 list);
-	api_fail(c, "RBAC_PERMISSION_DENIED", 2, m->perm, msg);
+	api_fail(c, "RBAC_PERMISSION_DENIED", 2, perm ? perm : c->msg->perm, msg);
+	return -1;
 }
 
 /* ---- running a call ---- */
@@ -354,9 +379,7 @@ static void async_work_cb(uv_work_t *w)
 	struct enc e;
 	enc_init(&e, &res, false);
 	k->ctx.out = &e;
-	if (!rbac_allowed(&k->ctx.who, k->ctx.msg))
-		rbac_deny(&k->ctx, k->ctx.msg);
-	else
+	if (rbac_check(&k->ctx) == 0)
 		k->fn(&k->ctx);
 	task_complete(k->ctx.task, &k->ctx.err, res.p ? res.p : "");
 	xerr_clear(&k->ctx.err);
@@ -519,8 +542,7 @@ int api_call(uv_loop_t *loop, struct arena *a, const struct rpc_request *req, bo
 		uv_queue_work(loop, &t->work, async_work_cb, async_after_cb);
 		return 0;
 	}
-	if (!rbac_allowed(&c->who, m)) {
-		rbac_deny(c, m);
+	if (rbac_check(c) < 0) {
 		finish_reply(k);
 		return 0;
 	}

@@ -43,6 +43,13 @@ struct idl_enum {
 
 enum idl_qual { Q_RW, Q_RO_CONSTRUCTOR, Q_RO_RUNTIME };
 
+/* A map key with its own RBAC permission "<perm>/key:<key>" (key may end in
+ * '*' to match a prefix) and the roles allowed it. */
+struct idl_keyrole {
+	const char *key;
+	uint8_t roles;
+};
+
 enum idl_lifecycle { LC_PUBLISHED, LC_PROTOTYPED, LC_DEPRECATED, LC_REMOVED };
 
 struct idl_field {
@@ -66,6 +73,9 @@ struct idl_field {
 	 * field many_field of class many_cls; -1 otherwise. */
 	int16_t many_cls;
 	int16_t many_field;
+	/* map fields: keys with their own permission (add_to_/remove_from_) */
+	const struct idl_keyrole *keyroles;
+	int nkeyroles;
 };
 
 struct idl_class {

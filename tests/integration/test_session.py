@@ -124,6 +124,25 @@ def test_rbac_read_only_subject(fresh_server):
     b = x.json_call("session.login_with_password", "bob", "bob-pw")
     x.json_call("pool.set_name_description", b, pool, "by bob")
     assert x.json_call("pool.get_name_description", s, pool) == "by bob"
+    # map keys with their own permission: a vm-operator may file a VM in a folder
+    add_external_user(x.state, "carol", "carol-pw")
+    op = [r for r, rec in x.json_call("role.get_all_records", s).items() if rec["name_label"] == "vm-operator"][0]
+    sc = x.json_call("subject.create", s, {"subject_identifier": "carol", "other_config": {}})
+    x.json_call("subject.remove_from_roles", s, sc, x.json_call("subject.get_roles", s, sc)[0])
+    x.json_call("subject.add_to_roles", s, sc, op)
+    cs = x.json_call("session.login_with_password", "carol", "carol-pw")
+    vm = x.json_call("VM.get_all", s)[0]
+    x.json_call("VM.add_to_other_config", cs, vm, "folder", "/mine")
+    x.json_call("VM.add_to_other_config", cs, vm, "XenCenter.CustomFields.colour", "red")
+    with pytest.raises(JsonError) as e:
+        x.json_call("VM.add_to_other_config", cs, vm, "other", "x")
+    assert e.value.details[:2] == ["RBAC_PERMISSION_DENIED", "vm.add_to_other_config"]
+    with pytest.raises(JsonError) as e:
+        x.json_call("VM.add_to_other_config", cs, vm, "pci", "x")
+    assert e.value.details[:2] == ["RBAC_PERMISSION_DENIED", "vm.add_to_other_config/key:pci"]
+    assert e.value.details[2].endswith("(Roles with this permission: pool-admin)")
+    oc = x.json_call("VM.get_other_config", s, vm)
+    assert oc["folder"] == "/mine" and "other" not in oc and "pci" not in oc
     # logging out every session of a subject
     x.json_call("session.logout_subject_identifier", s, "alice")
     with pytest.raises(JsonError):
