@@ -34,7 +34,17 @@ struct api_ctx {
 	struct xerr err;          /* set on failure (then anything written is discarded) */
 	struct api_caller who;
 	const char *task;         /* the task ref this call runs in, or NULL */
+	bool parked;              /* see api_park */
 };
+
+/* Parked calls (event.from, event.next, ...): a quick implementation, on the
+ * loop thread, may call api_park(c) instead of answering; the call stays open
+ * (no thread, no lock held) until the implementation, later and on the loop
+ * thread, writes its one value to c->out (or sets c->err) and calls
+ * api_resume(c), which sends the reply.  c, c->a and the parameters stay valid
+ * until then.  If the client goes away meanwhile, the reply is just dropped. */
+void api_park(struct api_ctx *c);
+void api_resume(struct api_ctx *c);
 
 /* Fail the call with a XenAPI error (n string parameters). */
 void api_fail(struct api_ctx *c, const char *code, int n, ...);

@@ -6,6 +6,7 @@
 #include "api/api.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,6 +371,18 @@ static void after_cb(uv_work_t *w, int status)
 	k->done(k->opaque);
 }
 
+void api_park(struct api_ctx *c)
+{
+	c->parked = true;
+}
+
+void api_resume(struct api_ctx *c)
+{
+	struct call *k = (struct call *)((char *)c - offsetof(struct call, ctx));
+	finish_reply(k);
+	k->done(k->opaque);
+}
+
 /* Async.X: the implementation runs in a task on a worker; the reply is the task. */
 static void async_work_cb(uv_work_t *w)
 {
@@ -552,6 +565,8 @@ int api_call(uv_loop_t *loop, struct arena *a, const struct rpc_request *req, bo
 	}
 	if (msg_quick[m - idl_msgs]) {
 		run_impl(k);
+		if (c->parked && !api_failed(c))
+			return 1; /* answered later by api_resume */
 		finish_reply(k);
 		return 0;
 	}
