@@ -347,34 +347,32 @@ void enc_cstr(struct enc *e, const char *s)
 	enc_str(e, s ? s : "", s ? strlen(s) : 0);
 }
 
-void enc_int(struct enc *e, int64_t i)
+/* An integer: a bare JSON number; in XML between open and close tags. */
+static void int_value(struct enc *e, int64_t i, const char *open, size_t olen, const char *close,
+		      size_t clen)
 {
 	struct buf *b = e->b;
 	if (e->json) {
 		sep(e);
 		put_int(b, i);
 	} else {
-		room(b, 40);
-		PUTL(b, "<value>");
+		room(b, olen + clen + 24);
+		put(b, open, olen);
 		put_int(b, i);
-		PUTL(b, "</value>");
+		put(b, close, clen);
 	}
 	term(b);
 }
 
+/* int64 is untyped text in XML-RPC, as the original sends it */
+void enc_int(struct enc *e, int64_t i)
+{
+	int_value(e, i, "<value>", 7, "</value>", 8);
+}
+
 void enc_i4(struct enc *e, int32_t i)
 {
-	struct buf *b = e->b;
-	if (e->json) {
-		sep(e);
-		put_int(b, i);
-	} else {
-		room(b, 50);
-		PUTL(b, "<value><i4>");
-		put_int(b, i);
-		PUTL(b, "</i4></value>");
-	}
-	term(b);
+	int_value(e, i, "<value><i4>", 11, "</i4></value>", 13);
 }
 
 void enc_bool(struct enc *e, bool v)
