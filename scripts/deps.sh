@@ -9,6 +9,12 @@ missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# Node.js and npm for the tests that drive cxapi with Xen Orchestra's client
+# (tests/xo; xen-api 4.7.6 needs node >= 18.17, Debian 12's nodejs is 18.20).
+# Checked by command, not by package: a node from elsewhere (e.g. nodesource's
+# nodejs, which bundles npm) must not be replaced by Debian's.
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ -n "$missing" ]; then
 	echo "installing:$missing"
 	SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -69,6 +69,9 @@ extern const struct api_impl session_impls[];
 extern const struct api_impl generic_impls[];
 extern const struct api_impl host_impls[];
 extern const struct api_impl role_impls[];
+extern const struct api_impl event_impls[];
+extern const struct api_impl message_impls[];
+extern const struct api_impl task_impls[];
 
 /* Global state of the API server (set up by main). */
 struct api_server {
@@ -92,6 +95,16 @@ struct uv_loop_s;
 typedef void (*api_done_fn)(void *opaque);
 int api_call(struct uv_loop_s *loop, struct arena *a, const struct rpc_request *req,
 	     bool local_root, struct buf *out, api_done_fn done, void *opaque);
+/* The same with what the call takes from its HTTP request head (see
+ * docs/tasks.md; strings are copied): "task-id" runs the call in that
+ * (client's) task, "subtask-of" makes the call's new task a subtask. */
+struct api_http {
+	const char *task_id;
+	const char *subtask_of;
+};
+int api_call_http(struct uv_loop_s *loop, struct arena *a, const struct rpc_request *req,
+		  bool local_root, const struct api_http *http, struct buf *out,
+		  api_done_fn done, void *opaque);
 
 /* ---- shared helpers for implementations ---- */
 

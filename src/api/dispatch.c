@@ -51,6 +51,9 @@ int api_init(void)
 	bind_table(session_impls);
 	bind_table(host_impls);
 	bind_table(role_impls);
+	bind_table(event_impls);
+	bind_table(message_impls);
+	bind_table(task_impls);
 	return 0;
 }
 
@@ -331,7 +334,13 @@ struct call {
 	size_t mark;       /* where the reply began */
 	api_fn fn;
 	bool is_async;     /* Async.X: the reply is the task ref */
+	bool in_task;      /* synchronous call of an async-capable message */
+	bool forwarded;    /* runs in the client's task (task-id header): the
+	                      client completes and destroys it, not we */
+	const char *subtask_of; /* subtask-of header, or NULL */
 	struct arena *own; /* Async.X: the task's own arena */
+	struct call *answer; /* Async.X: the request to answer once the task exists */
+	uv_loop_t *loop;
 	api_done_fn done;
 	void *opaque;
 };
@@ -358,10 +367,48 @@ static void run_impl(struct call *k)
 		k->fn(&k->ctx);
 }
 
+/* Before the implementation of a call that runs in a task: a task already
+ * cancelled (a client's task, or an Async task cancelled before a worker took
+ * it) fails at once; then the testing delay (task_cfg.debug_delay_ms). */
+static int task_prelude(struct api_ctx *c)
+{
+	struct xerr e = {0};
+	if (task_check_cancel(c->task, &e) == 0 && task_debug_delay(c->task, &e) == 0)
+		return 0;
+	xerr_move(&c->err, &e);
+	return -1;
+}
+
+/* The synchronous form of an async-capable message: as the original, it runs
+ * in a task row named after the message (e.g. "VM.create") that exists for
+ * the duration of the call, so event.from watchers see it come and go. */
+static void run_in_task(struct call *k)
+{
+	struct api_ctx *c = &k->ctx;
+	char *mine = NULL;
+	rpc_reply_begin(&k->enc, k->req, false);
+	if (!k->forwarded) {
+		char ref[DB_REF_MAX];
+		struct xerr e = {0};
+		if (task_create(c->msg->wire, "", c->who.session, k->subtask_of, NULL, ref, &e) < 0) {
+			xerr_move(&c->err, &e);
+			return;
+		}
+		c->task = mine = arena_strndup(c->a, ref, strlen(ref));
+	}
+	if (task_prelude(c) == 0)
+		k->fn(c);
+	if (mine)
+		task_destroy_row(mine);
+}
+
 static void work_cb(uv_work_t *w)
 {
 	struct call *k = w->data;
-	run_impl(k);
+	if (k->in_task)
+		run_in_task(k);
+	else
+		run_impl(k);
 }
 
 static void after_cb(uv_work_t *w, int status)
@@ -383,7 +430,10 @@ void api_resume(struct api_ctx *c)
 	k->done(k->opaque);
 }
 
-/* Async.X: the implementation runs in a task on a worker; the reply is the task. */
+/* Async.X: the implementation runs in a task on a worker; the reply is the
+ * task.  As the original, the RBAC check happens inside the task (a denial is
+ * the task's error_info), and the result is stored as XML-RPC value text
+ * whatever the client's protocol. */
 static void async_work_cb(uv_work_t *w)
 {
 	struct call *k = w->data;
@@ -392,20 +442,94 @@ static void async_work_cb(uv_work_t *w)
 	struct enc e;
 	enc_init(&e, &res, false);
 	k->ctx.out = &e;
-	if (rbac_check(&k->ctx) == 0)
+	if (rbac_check(&k->ctx) == 0 && task_prelude(&k->ctx) == 0)
 		k->fn(&k->ctx);
-	task_complete(k->ctx.task, &k->ctx.err, res.p ? res.p : "");
+	if (!k->forwarded)
+		task_complete(k->ctx.task, &k->ctx.err, res.p ? res.p : "");
+	log_debug("task %s done%s%s", k->ctx.task, k->ctx.err.code ? ": " : "",
+		  k->ctx.err.code ? k->ctx.err.code : "");
 	xerr_clear(&k->ctx.err);
 	buf_free(&res);
-	log_debug("task %s done", k->ctx.task);
+}
+
+static void async_free(struct call *t)
+{
+	xerr_clear(&t->ctx.err);
+	struct arena *own = t->own;
+	arena_free(own);
+	free(own);
 }
 
 static void async_after_cb(uv_work_t *w, int status)
 {
-	struct call *k = w->data;
-	struct arena *own = k->own;
-	arena_free(own);
-	free(own);
+	async_free(w->data);
+}
+
+/* The task row is made on a worker (its commit waits for the commit thread);
+ * then, on the loop, the request is answered with it and the work queued. */
+static void async_create_cb(uv_work_t *w)
+{
+	struct call *t = w->data;
+	char ref[DB_REF_MAX];
+	char *name = arena_printf(t->own, "Async.%s", t->ctx.msg->wire);
+	if (task_create(name, "", t->ctx.who.session, t->subtask_of, NULL, ref, &t->ctx.err) == 0)
+		t->ctx.task = arena_strndup(t->own, ref, strlen(ref));
+}
+
+static void async_created_cb(uv_work_t *w, int status)
+{
+	struct call *t = w->data, *k = t->answer;
+	t->answer = NULL;
+	if (!t->ctx.task) {
+		write_error(k, t->ctx.err.code ? t->ctx.err.code : "INTERNAL_ERROR", t->ctx.err.n,
+			    t->ctx.err.params);
+		k->done(k->opaque);
+		async_free(t);
+		return;
+	}
+	rpc_reply_begin(&k->enc, k->req, false);
+	enc_cstr(&k->enc, t->ctx.task);
+	rpc_reply_end(&k->enc, k->req, false);
+	k->done(k->opaque);
+	uv_queue_work(t->loop, &t->work, async_work_cb, async_after_cb);
+}
+
+/* Start Async.X: returns as api_call does. */
+static int async_start(uv_loop_t *loop, struct call *k)
+{
+	struct api_ctx *c = &k->ctx;
+	/* The task outlives the request: give it its own arena and copies. */
+	struct arena *own = util_malloc(sizeof(*own));
+	arena_init(own, 0);
+	struct call *t = arena_calloc(own, sizeof(*t));
+	t->own = own;
+	t->loop = loop;
+	t->fn = k->fn;
+	t->is_async = true;
+	t->forwarded = k->forwarded;
+	t->ctx.a = own;
+	t->ctx.msg = c->msg;
+	t->ctx.who = c->who;
+	t->ctx.nparams = c->nparams;
+	t->ctx.params = arena_calloc(own, sizeof(struct val *) * (size_t)(c->nparams + 1));
+	for (int i = 0; i < c->nparams; i++)
+		t->ctx.params[i] = api_val_dup_a(own, c->params[i]);
+	if (k->subtask_of)
+		t->subtask_of = arena_strndup(own, k->subtask_of, strlen(k->subtask_of));
+	t->work.data = t;
+	if (k->forwarded) {
+		/* the client's task (task-id header): answer with it at once; as
+		 * the original, the server neither completes nor destroys it */
+		t->ctx.task = arena_strndup(own, c->task, strlen(c->task));
+		rpc_reply_begin(&k->enc, k->req, false);
+		enc_cstr(&k->enc, c->task);
+		rpc_reply_end(&k->enc, k->req, false);
+		uv_queue_work(loop, &t->work, async_work_cb, async_after_cb);
+		return 0;
+	}
+	t->answer = k;
+	uv_queue_work(loop, &t->work, async_create_cb, async_created_cb);
+	return 1;
 }
 
 static void list_methods(struct call *k)
@@ -420,6 +544,13 @@ static void list_methods(struct call *k)
 
 int api_call(uv_loop_t *loop, struct arena *a, const struct rpc_request *req, bool local_root,
 	     struct buf *out, api_done_fn done, void *opaque)
+{
+	return api_call_http(loop, a, req, local_root, NULL, out, done, opaque);
+}
+
+int api_call_http(uv_loop_t *loop, struct arena *a, const struct rpc_request *req,
+		  bool local_root, const struct api_http *http, struct buf *out,
+		  api_done_fn done, void *opaque)
 {
 	struct call *k = arena_calloc(a, sizeof(*k));
 	if (!k)
@@ -516,44 +647,28 @@ int api_call(uv_loop_t *loop, struct arena *a, const struct rpc_request *req, bo
 	}
 	api_fn fn = msg_fn[m - idl_msgs];
 	k->fn = fn;
-	if (k->is_async) {
-		if (!m->async) {
-			char *why = arena_printf(a, "No async mode for this operation (rpc: %s)", name);
-			write_error(k, "Fault", 1, (char *[]){why});
+	if (k->is_async && !m->async) {
+		char *why = arena_printf(a, "No async mode for this operation (rpc: %s)", name);
+		write_error(k, "Fault", 1, (char *[]){why});
+		return 0;
+	}
+	/* Task headers (docs/tasks.md): with task-id the call runs in that task. */
+	if (http && http->task_id && http->task_id[0]) {
+		if (!task_exists(http->task_id)) {
+			write_error(k, "HANDLE_INVALID", 2, (char *[]){"task", (char *)http->task_id});
 			return 0;
 		}
+		c->task = arena_strndup(a, http->task_id, strlen(http->task_id));
+		k->forwarded = true;
+	}
+	if (http && http->subtask_of && http->subtask_of[0])
+		k->subtask_of = arena_strndup(a, http->subtask_of, strlen(http->subtask_of));
+	if (k->is_async) {
 		if (!fn) {
 			write_error(k, "NOT_IMPLEMENTED", 1, (char *[]){(char *)m->wire});
 			return 0;
 		}
-		char *tname = arena_printf(a, "Async.%s", m->wire);
-		struct xerr e = {0};
-		char *task = task_create_for_call(a, tname, c->who.session, &e);
-		if (!task) {
-			write_error(k, e.code, e.n, e.params);
-			xerr_clear(&e);
-			return 0;
-		}
-		rpc_reply_begin(&k->enc, req, false);
-		enc_cstr(&k->enc, task);
-		rpc_reply_end(&k->enc, req, false);
-		/* The task outlives the request: give it its own arena and copies. */
-		struct arena *own = util_malloc(sizeof(*own));
-		arena_init(own, 0);
-		struct call *t = arena_calloc(own, sizeof(*t));
-		t->own = own;
-		t->fn = fn;
-		t->ctx.a = own;
-		t->ctx.msg = m;
-		t->ctx.who = c->who;
-		t->ctx.task = arena_strndup(own, task, strlen(task));
-		t->ctx.nparams = c->nparams;
-		t->ctx.params = arena_calloc(own, sizeof(struct val *) * (size_t)(c->nparams + 1));
-		for (int i = 0; i < c->nparams; i++)
-			t->ctx.params[i] = api_val_dup_a(own, c->params[i]);
-		t->work.data = t;
-		uv_queue_work(loop, &t->work, async_work_cb, async_after_cb);
-		return 0;
+		return async_start(loop, k);
 	}
 	if (rbac_check(c) < 0) {
 		finish_reply(k);
@@ -562,6 +677,13 @@ int api_call(uv_loop_t *loop, struct arena *a, const struct rpc_request *req, bo
 	if (!fn) {
 		write_error(k, "NOT_IMPLEMENTED", 1, (char *[]){(char *)m->wire});
 		return 0;
+	}
+	if (m->async) {
+		/* a synchronous call of an async-capable message runs in a task */
+		k->in_task = true;
+		k->work.data = k;
+		uv_queue_work(loop, &k->work, work_cb, after_cb);
+		return 1;
 	}
 	if (msg_quick[m - idl_msgs]) {
 		run_impl(k);

@@ -456,10 +456,6 @@ const struct api_impl generic_impls[] = {
 	{"VDI.set_name_label", g_set_named, false},
 	{"VDI.set_name_description", g_set_named, false},
 	/* the message class's queries have the generic shapes */
-	{"message.get_all", g_get_all, true},
-	{"message.get_all_records", g_get_all_records, true},
-	{"message.get_record", g_get_record, true},
-	{"message.get_by_uuid", g_get_by_uuid, true},
 	{"message.get_all_records_where", g_get_all_records_where, true},
 	{NULL, NULL, false},
 };

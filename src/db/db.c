@@ -27,7 +27,8 @@
 #include "db/db_internal.h"
 #include "base/xerr.h"
 
-#define TOMB_MAX 65536
+#define TOMB_MAX_DEFAULT 131072
+static uint32_t tomb_max = TOMB_MAX_DEFAULT;
 
 /* ------------------------------------------------------------------ */
 /* Shared immutable values used for common empties and defaults.      */
@@ -39,6 +40,8 @@ static struct val v_epoch = { .kind = V_DATETIME, .flags = VAL_STATIC, .u.i = 0 
 
 struct table {
 	struct rowhdr *head, *tail;
+	struct rowhdr *chg_head, *chg_tail; /* change order (see rowhdr) */
+	uint64_t cgen;            /* last generation that created, changed or deleted a row */
 	uint32_t count;
 	uint32_t ubn;             /* uuid buckets (power of two) */
 	struct rowhdr **ub;
@@ -55,7 +58,8 @@ struct op {
 	struct val **cols;
 };
 
-enum { OP_INSERT, OP_DELETE, OP_SET, OP_MAP_ADD, OP_MAP_REMOVE, OP_SET_ADD, OP_SET_REMOVE };
+enum { OP_INSERT, OP_DELETE, OP_SET, OP_MAP_ADD, OP_MAP_REMOVE, OP_SET_ADD, OP_SET_REMOVE,
+       OP_TOUCH };
 
 struct db_txn {
 	struct op *ops;
@@ -455,6 +459,39 @@ static void uuid_index_del(struct db_row *r)
 		}
 }
 
+static void chg_unlink(struct table *t, struct rowhdr *h)
+{
+	if (h->chg_prev)
+		h->chg_prev->chg_next = h->chg_next;
+	else if (t->chg_head == h)
+		t->chg_head = h->chg_next;
+	else
+		return; /* not linked */
+	if (h->chg_next)
+		h->chg_next->chg_prev = h->chg_prev;
+	else
+		t->chg_tail = h->chg_prev;
+	h->chg_prev = h->chg_next = NULL;
+}
+
+/* Move r to the end of its class's change order (write lock held). */
+static void chg_touch(struct db_row *r, uint64_t batch_gen)
+{
+	struct table *t = &D.t[r->cls];
+	struct rowhdr *h = ROW_HDR(r);
+	chg_unlink(t, h);
+	h->chg_gen = batch_gen;
+	h->chg_prev = t->chg_tail;
+	h->chg_next = NULL;
+	if (t->chg_tail)
+		t->chg_tail->chg_next = h;
+	else
+		t->chg_head = h;
+	t->chg_tail = h;
+	if (r->modified > t->cgen)
+		t->cgen = r->modified;
+}
+
 static void row_link(struct db_row *r)
 {
 	struct table *t = &D.t[r->cls];
@@ -498,6 +535,7 @@ static void row_unlink(struct db_row *r)
 		t->tail = h->prev;
 	t->count--;
 	uuid_index_del(r);
+	chg_unlink(t, h);
 }
 
 static struct db_row *mem_get_any(const char *ref)
@@ -566,6 +604,24 @@ struct db_row *db_next(int cls, struct db_row *row)
 	return h ? HDR_ROW(h) : NULL;
 }
 
+struct db_row *db_next_changed(int cls, uint64_t since, struct db_row *row)
+{
+	if (!D.open || !cls_ok(cls))
+		return NULL;
+	struct rowhdr *h = row ? ROW_HDR(row)->chg_prev : D.t[cls].chg_tail;
+	return h && h->chg_gen > since ? HDR_ROW(h) : NULL;
+}
+
+uint64_t db_class_gen(int cls)
+{
+	return D.open && cls_ok(cls) ? D.t[cls].cgen : 0;
+}
+
+void db_set_tomb_max(uint32_t n)
+{
+	tomb_max = n < 256 ? 256 : n;
+}
+
 void db_rdlock(void)
 {
 	pthread_rwlock_rdlock(&D.lock);
@@ -591,12 +647,21 @@ void db_set_commit_hook(void (*fn)(uint64_t gen, void *opaque), void *opaque)
 
 /* ---- tombstones ---- */
 
-static void tomb_add(int cls, const char *ref, uint64_t gen)
+static void tomb_add(int cls, const char *ref, uint64_t created, uint64_t gen)
 {
+	while (D.tn >= tomb_max && D.tn > 0) { /* the bound was lowered */
+		struct db_tomb *o = &D.tombs[D.thead];
+		if (o->gen + 1 > D.tomb_floor)
+			D.tomb_floor = o->gen + 1;
+		D.thead = (D.thead + 1) % D.tcap;
+		D.tn--;
+	}
 	if (D.tn == D.tcap) {
-		if (D.tcap < TOMB_MAX) {
+		if (D.tcap < tomb_max) {
 			/* grow, unrolling the ring */
 			uint32_t nc = D.tcap ? D.tcap * 2 : 256;
+			if (nc > tomb_max)
+				nc = tomb_max;
 			struct db_tomb *n = xmalloc(nc * sizeof *n);
 			for (uint32_t i = 0; i < D.tn; i++)
 				n[i] = D.tombs[(D.thead + i) % D.tcap];
@@ -616,8 +681,11 @@ static void tomb_add(int cls, const char *ref, uint64_t gen)
 	struct db_tomb *t = &D.tombs[(D.thead + D.tn) % D.tcap];
 	t->cls = (int16_t)cls;
 	t->gen = gen;
+	t->created = created;
 	snprintf(t->ref, sizeof t->ref, "%s", ref);
 	D.tn++;
+	if (cls >= 0 && cls < idl_nclasses && gen > D.t[cls].cgen)
+		D.t[cls].cgen = gen;
 }
 
 int db_tombs_since(uint64_t since, struct db_tomb *out, int max, uint64_t *oldest)
@@ -639,6 +707,27 @@ int db_tombs_since(uint64_t since, struct db_tomb *out, int max, uint64_t *oldes
 	for (uint32_t i = lo; i < D.tn && k < max; i++)
 		out[k++] = D.tombs[(D.thead + i) % D.tcap];
 	return k;
+}
+
+int db_tombs_each(uint64_t since, int (*fn)(const struct db_tomb *t, void *opaque),
+		  void *opaque)
+{
+	if (!D.tcap)
+		return 0;
+	uint32_t lo = 0, hi = D.tn;
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (D.tombs[(D.thead + mid) % D.tcap].gen > since)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	for (uint32_t i = lo; i < D.tn; i++) {
+		int rc = fn(&D.tombs[(D.thead + i) % D.tcap], opaque);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -711,6 +800,11 @@ void db_txn_insert(struct db_txn *t, int cls, const char *ref, struct val **cols
 void db_txn_delete(struct db_txn *t, int cls, const char *ref)
 {
 	op_push(t, OP_DELETE, cls, ref, -1);
+}
+
+void db_txn_touch(struct db_txn *t, int cls, const char *ref)
+{
+	op_push(t, OP_TOUCH, cls, ref, -1);
 }
 
 void db_txn_set(struct db_txn *t, int cls, const char *ref, int field, struct val *v)
@@ -1207,6 +1301,11 @@ static int op_eval(struct batch *b, struct op *o, uint64_t gen, struct xerr *err
 		s->deleted_gen = gen;
 		b->changed = true;
 		return 0;
+	case OP_TOUCH:
+		if (!(s = sh_existing(b, o->cls, o->ref, err)))
+			return -1;
+		sh_stamp(b, s, gen);
+		return 0;
 	case OP_SET: {
 		if (!(s = sh_existing(b, o->cls, o->ref, err)))
 			return -1;
@@ -1357,6 +1456,7 @@ static void apply_batch(struct batch *b)
 			struct db_tomb *tb = &b->tombs[b->ntombs++];
 			tb->cls = (int16_t)s->cls;
 			tb->gen = s->deleted_gen;
+			tb->created = s->base->created;
 			memcpy(tb->ref, s->ref, sizeof tb->ref);
 			for (int f = 0; f < nf; f++)
 				if (!s->reinserted && BIT_TEST(s->owned, f))
@@ -1380,6 +1480,7 @@ static void apply_batch(struct batch *b)
 			r->created = s->created;
 			r->modified = s->modified;
 			row_link(r);
+			chg_touch(r, b->gen);
 			continue;
 		}
 		struct db_row *r = s->base;
@@ -1395,11 +1496,12 @@ static void apply_batch(struct batch *b)
 		if (reuuid)
 			uuid_index_add(r);
 		r->modified = s->modified;
+		chg_touch(r, b->gen);
 	}
 	if (b->ntombs > 1)
 		qsort(b->tombs, b->ntombs, sizeof *b->tombs, tomb_cmp);
 	for (size_t i = 0; i < b->ntombs; i++)
-		tomb_add(b->tombs[i].cls, b->tombs[i].ref, b->tombs[i].gen);
+		tomb_add(b->tombs[i].cls, b->tombs[i].ref, b->tombs[i].created, b->tombs[i].gen);
 }
 
 static void batch_free(struct batch *b, bool applied)
@@ -1608,6 +1710,7 @@ static void load_row(int cls, const char *ref, uint64_t created, uint64_t modifi
 	r->created = created;
 	r->modified = modified;
 	row_link(r);
+	chg_touch(r, 0); /* chg_gen is set to the loaded generation in db_open */
 }
 
 struct relpair {
@@ -1702,6 +1805,9 @@ int db_open(const char *path)
 		D.gen = g;
 		D.stored_gen = g;
 		D.tomb_floor = g + 1; /* deletions before the restart are forgotten */
+		for (int c = 0; c < idl_nclasses; c++)
+			for (struct rowhdr *h = D.t[c].chg_head; h; h = h->chg_next)
+				h->chg_gen = g;
 	}
 	D.open = true;
 	relations_rebuild();

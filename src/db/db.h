@@ -77,6 +77,8 @@ void db_txn_free(struct db_txn *t);
  * takes the field's default (or empty of its type).  Relations are updated. */
 void db_txn_insert(struct db_txn *t, int cls, const char *ref, struct val **cols);
 void db_txn_delete(struct db_txn *t, int cls, const char *ref);
+/* Stamp a row as modified without changing it (event.inject). */
+void db_txn_touch(struct db_txn *t, int cls, const char *ref);
 /* Replace a column (v is taken). */
 void db_txn_set(struct db_txn *t, int cls, const char *ref, int field, struct val *v);
 /* Map and set edits, applied against the latest state at commit time.
@@ -104,12 +106,30 @@ void db_set_commit_hook(void (*fn)(uint64_t gen, void *opaque), void *opaque);
  * event.from can report deletions since a token; oldest are dropped past a bound. */
 struct db_tomb {
 	int16_t cls;
-	uint64_t gen;
+	uint64_t gen;       /* generation of the deletion */
+	uint64_t created;   /* generation the row was created at */
 	char ref[DB_REF_MAX];
 };
 /* Copy tombstones with gen > since into out (up to max); returns how many. The
  * earliest generation still remembered is in *oldest. (read lock held) */
 int db_tombs_since(uint64_t since, struct db_tomb *out, int max, uint64_t *oldest);
+/* Call fn for every tombstone with gen > since, oldest first, until fn
+ * returns non-zero (returned).  (read lock held) */
+int db_tombs_each(uint64_t since, int (*fn)(const struct db_tomb *t, void *opaque),
+		  void *opaque);
+/* How many deletions are remembered at most (default 131072; memory about
+ * 90 bytes each, allocated only as deletions happen). */
+void db_set_tomb_max(uint32_t n);
+
+/* Change tracking for events (read lock held).
+ * db_class_gen: the last generation that created, changed or deleted a row
+ * of cls (0 if none since the database was opened, except loaded stamps).
+ * db_next_changed: rows of cls from the most recently changed backwards;
+ * row = NULL starts.  It returns NULL once every remaining row was last
+ * changed at or before since, but may also return rows changed at or before
+ * since (a batch's rows share one position): check row->modified. */
+uint64_t db_class_gen(int cls);
+struct db_row *db_next_changed(int cls, uint64_t since, struct db_row *row);
 
 /* Helpers */
 void db_ref_new(char out[DB_REF_MAX]);  /* "OpaqueRef:<random uuid v4>" */

@@ -18,6 +18,11 @@ struct rowhdr {
 	struct rowhdr *uuid_next;   /* per-class uuid hash chain */
 	uint64_t ref_hash;
 	uint64_t uuid_hash;         /* hash of the uuid text it is indexed under */
+	/* change order within the class (for event.from): the most recently
+	 * stamped row is last; chg_gen is the last generation of the batch that
+	 * moved it there, so chg_gen never decreases along the list */
+	struct rowhdr *chg_prev, *chg_next;
+	uint64_t chg_gen;
 };
 #define ROW_HDR(r) ((struct rowhdr *)((char *)(r) - sizeof(struct rowhdr)))
 #define HDR_ROW(h) ((struct db_row *)((char *)(h) + sizeof(struct rowhdr)))

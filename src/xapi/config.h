@@ -18,6 +18,15 @@ struct config {
 	char *pam_confdir;      /* "embedded" = private stack in <state_dir>/pam.d; "" = /etc/pam.d */
 	char *root_password;    /* embedded PAM: sets root's password if <state_dir>/passwd is missing */
 	int session_timeout;    /* seconds; idle sessions expire */
+	int event_delay_ms;     /* event.from coalescing delay */
+	int event_deletions_kept; /* deletions remembered for event.from */
+	int message_limit;      /* messages kept */
+	long long event_queue_bytes; /* event.next queue bound */
+	int completed_task_timeout; /* seconds; finished tasks are removed after this */
+	int pending_task_timeout;   /* seconds; stuck pending tasks are removed after this */
+	int max_tasks;              /* beyond this, the oldest finished tasks are removed */
+	int gc_interval;            /* seconds between garbage collections (sessions, tasks) */
+	int debug_call_delay_ms;    /* testing: async-capable calls first wait, cancellable */
 	int max_rpc_body;       /* bytes */
 	int threads;            /* worker threads */
 	char *log_level;        /* error|warn|info|debug */

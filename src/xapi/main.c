@@ -15,7 +15,9 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "api/events.h"
 #include "api/roles.h"
+#include "api/tasks.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "http/http.h"
@@ -189,7 +191,9 @@ static void on_request(struct http_conn *c, struct http_req *r, void *opaque)
 		rpc_call_free(k);
 		return;
 	}
-	rc = api_call(loop, &k->a, &k->req, r->transport == HT_UNIX, &k->out, rpc_done, k);
+	struct api_http h = {http_req_header(r, "task-id"), http_req_header(r, "subtask-of")};
+	rc = api_call_http(loop, &k->a, &k->req, r->transport == HT_UNIX,
+			   h.task_id || h.subtask_of ? &h : NULL, &k->out, rpc_done, k);
 	if (rc == 0) {
 		rpc_done(k);
 	} else if (rc < 0) {
@@ -212,6 +216,7 @@ static void on_signal(uv_signal_t *s, int signum)
 static void gc_work(uv_work_t *w)
 {
 	session_gc();
+	task_gc();
 }
 
 static void gc_after(uv_work_t *w, int status)
@@ -262,6 +267,10 @@ int main(int argc, char **argv)
 	api_srv.pam_service = cfg.pam_service;
 	api_srv.pam_ext_service = cfg.pam_ext_service;
 	api_srv.session_timeout_s = cfg.session_timeout;
+	task_cfg.completed_timeout_s = cfg.completed_task_timeout;
+	task_cfg.pending_timeout_s = cfg.pending_task_timeout;
+	task_cfg.max_tasks = cfg.max_tasks;
+	task_cfg.debug_delay_ms = cfg.debug_call_delay_ms;
 	if (strcmp(cfg.pam_confdir, "embedded") == 0) {
 		if (setup_embedded_pam() < 0)
 			return 1;
@@ -282,6 +291,12 @@ int main(int argc, char **argv)
 	api_init();
 
 	loop = uv_default_loop();
+	struct events_config ec = {.delay_ms = cfg.event_delay_ms,
+				   .deletions_kept = (uint32_t)cfg.event_deletions_kept,
+				   .message_limit = cfg.message_limit,
+				   .legacy_queue_bytes = (long)cfg.event_queue_bytes};
+	if (events_init(loop, &ec) < 0)
+		return 1;
 	char *cert = path_join(cfg.state_dir, "xapi-cert.pem");
 	char *key = path_join(cfg.state_dir, "xapi-key.pem");
 	char *sock = cfg.unix_socket[0] ? util_strdup(cfg.unix_socket)
@@ -324,7 +339,8 @@ int main(int argc, char **argv)
 	uv_signal_init(loop, &sig_term);
 	uv_signal_start(&sig_term, on_signal, SIGTERM);
 	uv_timer_init(loop, &gc_timer);
-	uv_timer_start(&gc_timer, on_gc, 30000, 30000);
+	uint64_t gc_ms = (uint64_t)(cfg.gc_interval > 0 ? cfg.gc_interval : 30) * 1000;
+	uv_timer_start(&gc_timer, on_gc, gc_ms, gc_ms);
 	uv_run(loop, UV_RUN_DEFAULT);
 
 	http_server_stop(server);

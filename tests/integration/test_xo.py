@@ -1,0 +1,258 @@
+"""Xen Orchestra's real connector, npm `xen-api` (pinned in tests/xo/package.json),
+against a real daemon, over JSON-RPC and XML-RPC, HTTP and HTTPS.
+
+Each test runs tests/xo/client.mjs with node for a list of steps (see that
+file); the script prints one JSON line per step.  When a step needs another
+client to act (create, rename or destroy a VM) it asks on stdout and this file
+does it with raw JSON-RPC, then answers on stdin.  docs/clients.md describes
+what is covered.
+"""
+import json
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from conftest import PASSWORD, ROOT
+
+XO_DIR = os.path.join(ROOT, "tests", "xo")
+CLIENT = os.path.join(XO_DIR, "client.mjs")
+TRANSPORTS = ["json-rpc", "xml-rpc"]
+
+MIN_VM = {"name_label": "t", "name_description": "", "user_version": 1, "is_a_template": False,
+          "affinity": "OpaqueRef:NULL", "memory_static_max": 1 << 30, "memory_dynamic_max": 1 << 30,
+          "memory_dynamic_min": 1 << 29, "memory_static_min": 1 << 28, "VCPUs_params": {},
+          "VCPUs_max": 1, "VCPUs_at_startup": 1, "actions_after_shutdown": "destroy",
+          "actions_after_reboot": "restart", "actions_after_crash": "restart", "PV_bootloader": "",
+          "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
+          "PV_legacy_args": "", "HVM_boot_policy": "", "HVM_boot_params": {}, "platform": {},
+          "PCI_bus": "", "other_config": {}, "recommendations": ""}
+
+
+@pytest.fixture(scope="session")
+def node():
+    exe = shutil.which("node") or shutil.which("nodejs")
+    if exe is None:
+        pytest.fail("node is not installed (scripts/deps.sh installs Debian's nodejs and npm)")
+    if not os.path.exists(os.path.join(XO_DIR, "node_modules", "xen-api", "package.json")):
+        # scripts/test.sh runs this; do it here too for a bare pytest run
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefix", XO_DIR],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.fail("npm ci --prefix tests/xo failed:\n" + r.stdout + r.stderr)
+    with open(os.path.join(XO_DIR, "node_modules", "xen-api", "package.json")) as f:
+        assert json.load(f)["version"] == "4.7.6"
+    return exe
+
+
+@pytest.fixture(scope="module")
+def other(server):
+    """The other client: raw JSON-RPC with its own session."""
+    return server.json_login()
+
+
+class Run:
+    def __init__(self, steps, lines, stderr, rc):
+        self.steps = steps
+        self.lines = lines
+        self.stderr = stderr
+        self.rc = rc
+
+    def ok(self, *names):
+        for n in names:
+            s = self.steps.get(n)
+            assert s is not None, "step %s did not run; output:\n%s\nstderr:\n%s" % (
+                n, "\n".join(self.lines), self.stderr[-3000:])
+            assert s["ok"], "step %s failed: %s\nstderr:\n%s" % (n, s.get("error"), self.stderr[-3000:])
+        return [self.steps[n] for n in names]
+
+
+def run_xo(node, server, other, steps, transport="auto", https=False, proxy=None,
+           allow_unauthorized=True, timeout=180, extra=()):
+    url = ("https://127.0.0.1:%d" % server.https_port) if https else server.url
+    cmd = [node, CLIENT, "--url=" + url, "--user=root", "--password=" + PASSWORD,
+           "--transport=" + transport, "--steps=" + ",".join(steps)] + list(extra)
+    if allow_unauthorized:
+        cmd.append("--allow-unauthorized")
+    if proxy:
+        cmd.append("--proxy=" + proxy)
+    p = subprocess.Popen(cmd, cwd=XO_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, bufsize=1)
+    err_chunks = []
+    t_err = threading.Thread(target=lambda: err_chunks.append(p.stderr.read()), daemon=True)
+    t_err.start()
+    killer = threading.Timer(timeout, p.kill)
+    killer.start()
+    steps_out, lines = {}, []
+    try:
+        for line in p.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "ask" in msg:
+                p.stdin.write(json.dumps(answer(server, other, msg)) + "\n")
+                p.stdin.flush()
+            elif "step" in msg:
+                steps_out[msg["step"]] = msg
+        rc = p.wait()
+    finally:
+        killer.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    t_err.join(5)
+    return Run(steps_out, lines, "".join(err_chunks), rc)
+
+
+def answer(server, session, msg):
+    """Do what the XO script asks another client to do."""
+    try:
+        a = msg["ask"]
+        if a == "create_vm":
+            ref = server.json_call("VM.create", session, dict(MIN_VM, name_label=msg["name_label"]))
+            return {"ok": True, "ref": ref}
+        if a == "rename_vm":
+            server.json_call("VM.set_name_label", session, msg["ref"], msg["name_label"])
+            return {"ok": True}
+        if a == "destroy_vm":
+            server.json_call("VM.destroy", session, msg["ref"])
+            return {"ok": True}
+        return {"ok": False, "error": "unknown ask " + a}
+    except Exception as e:  # reported by the script as its step's failure
+        return {"ok": False, "error": repr(e)}
+
+
+def paths(run):
+    (wire,) = run.ok("wire")
+    return [s["path"] for s in wire["seen"]]
+
+
+def methods(run):
+    (wire,) = run.ok("wire")
+    return [s["method"] for s in wire["seen"]]
+
+
+# ------------------------------------------------------------------ no events needed
+
+@pytest.mark.parametrize("transport", TRANSPORTS + ["auto"])
+def test_connect_and_call(node, server, other, transport):
+    """Login, pool.get_all_records, system.listMethods; calls, errors, map entries."""
+    r = run_xo(node, server, other, ["connect", "calls"], transport=transport)
+    connect, calls = r.ok("connect", "calls")
+    assert connect["pool"] == server.json_call("pool.get_all", other)[0]
+    methods = server.json_call("system.listMethods")
+    assert sorted(connect["types"]) == sorted(
+        {m.split(".")[0] for m in methods if m.endswith(".get_all_records")})
+    assert calls["vms"] == len(server.json_call("VM.get_all", other))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_transport_on_the_wire(node, server, other, transport):
+    """Through a recording proxy: a forced transport uses only its own path."""
+    r = run_xo(node, server, other, ["connect", "calls", "wire"], transport=transport, proxy="record")
+    path = {"json-rpc": "POST /jsonrpc", "xml-rpc": "POST /xmlrpc"}[transport]
+    seen = paths(r)
+    assert len(seen) > 10 and set(seen) == {path}, seen
+
+
+def test_auto_prefers_jsonrpc(node, server, other):
+    r = run_xo(node, server, other, ["connect", "calls", "wire"], transport="auto", proxy="record")
+    assert set(paths(r)) == {"POST /jsonrpc"}, paths(r)
+
+
+def test_auto_falls_back_to_xmlrpc_on_an_old_host(node, server, other):
+    """A proxy answers /jsonrpc with 200 text/xml like a host without JSON-RPC:
+    XO switches to XML-RPC on /xmlrpc for good, and everything works there."""
+    r = run_xo(node, server, other, ["connect", "calls", "wire"], transport="auto", proxy="old-host")
+    seen = paths(r)
+    assert seen[0] == "POST /jsonrpc"
+    assert set(seen[1:]) == {"POST /xmlrpc"} and len(seen) > 10, seen
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_https_allow_unauthorized(node, server, other, transport):
+    r = run_xo(node, server, other, ["connect", "calls"], transport=transport, https=True)
+    r.ok("connect", "calls")
+
+
+def test_https_self_signed_rejected_without_allow_unauthorized(node, server, other):
+    r = run_xo(node, server, other, ["connect"], https=True, allow_unauthorized=False)
+    s = r.steps["connect"]
+    assert not s["ok"] and "self-signed certificate" in s["error"], s
+
+
+def test_bad_password(node, server, other):
+    r = run_xo(node, server, other, ["connect"], extra=["--password=wrong"])
+    # the later --password wins in client.mjs's argument parsing
+    s = r.steps["connect"]
+    assert not s["ok"] and s["code"] == "SESSION_AUTHENTICATION_FAILED", s
+
+
+# ------------------------------------------------------------------ event.from and tasks
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_cache_fill(node, server, other, transport):
+    """event.inject, every <T>.get_all_records, then event.from: the cache equals
+    get_all_records, and adds and deletes made by another client reach it."""
+    r = run_xo(node, server, other, ["connect", "cache", "events"], transport=transport)
+    cache, _ = r.ok("cache", "events")
+    assert cache["counts"]["VM"] == len(server.json_call("VM.get_all", other))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_barrier(node, server, other, transport):
+    r = run_xo(node, server, other, ["connect", "barrier"], transport=transport)
+    r.ok("barrier")
+    oc = server.json_call("pool.get_other_config", other, server.json_call("pool.get_all", other)[0])
+    assert not [k for k in oc if k.startswith("xo:barrier:")], oc
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sees_set_name_label_by_another_client(node, server, other, transport):
+    r = run_xo(node, server, other, ["connect", "watch"], transport=transport)
+    r.ok("watch")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_call_async(node, server, other, transport):
+    """callAsync: Async.VM.create / set_order / destroy, the task watched through
+    events, its XML-RPC result decoded, error_info as XapiError, task.destroy."""
+    r = run_xo(node, server, other, ["connect", "async"], transport=transport)
+    r.ok("async")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_everything_over_https(node, server, other, transport):
+    r = run_xo(node, server, other, ["connect", "calls", "cache", "events", "barrier", "watch", "async"],
+               transport=transport, https=True)
+    r.ok("connect", "calls", "cache", "events", "barrier", "watch", "async")
+
+
+def test_event_from_blocks_while_other_calls_go_on(node, server, other):
+    """XO keeps one event.from open for up to 60 s and makes its other calls
+    meanwhile: an idle watcher must neither spin nor block them."""
+    r = run_xo(node, server, other, ["connect", "cache", "idle", "calls", "barrier"], transport="json-rpc")
+    _, idle, _, _ = r.ok("cache", "idle", "calls", "barrier")
+    assert idle["event_from_calls"] <= 5, idle
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_connect_sequence_on_the_wire(node, server, other, transport):
+    """The calls XO makes, in order, as captured against the original; and
+    valid_ref_counts.task matches XO's count of tasks, so it never refetches
+    task.get_all_records (it does after any event.from where they differ)."""
+    r = run_xo(node, server, other, ["connect", "idle", "barrier", "async", "wire"],
+               transport=transport, proxy="record")
+    m = methods(r)
+    assert m[:4] == ["session.login_with_password", "pool.get_all_records", "system.listMethods",
+                     "event.inject"], m[:6]
+    first_from = m.index("event.from")
+    types = r.steps["connect"]["types"]
+    assert sorted(m[4:first_from]) == sorted(t + ".get_all_records" for t in types), m[4:first_from]
+    assert m.count("task.get_all_records") == 1, [x for x in m if x.startswith(("event.", "task."))]
+    assert "task.destroy" in m and "Async.VM.create" in m, m[-5:]
