@@ -4,7 +4,13 @@ set -e
 PKGS="meson ninja-build gcc pkg-config libuv1-dev libssl-dev openssl libexpat1-dev
  libjansson-dev libsqlite3-dev sqlite3 libpam0g-dev libpam-pwdfile uuid-dev libcrypt-dev
  libcmocka-dev libhttp-parser-dev python3 python3-pytest python3-os-xenapi
- clang libclang-rt-14-dev wrk curl"
+ clang libclang-rt-14-dev wrk curl
+ xenstore-utils xen-utils-4.17 libxen-dev"
+# xenstore-utils, xen-utils-4.17, libxen-dev: Debian's xenstore clients,
+# daemons (the reference peers, run through tests/xs/peer.sh) and libxenstore,
+# for tests/integration/test_xenstored.py and bench/.  xen-utils-4.17 pulls in
+# the hypervisor package; its postinst's "Can't find hypervisor information in
+# sysfs" error is harmless, and nothing is started.
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
