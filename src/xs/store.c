@@ -1468,7 +1468,8 @@ static void tv_children(struct xs_store *s, struct xs_txn *t, struct txe *e, str
 			e->skidlen = (uint32_t)(out->len - from);
 			e->skids = arena_alloc(&t->a, e->skidlen ? e->skidlen : 1);
 			if (e->skids) {
-				memcpy(e->skids, out->p + from, e->skidlen);
+				if (e->skidlen)
+					memcpy(e->skids, out->p + from, e->skidlen);
 				e->skids_set = 1;
 			}
 		} else if (e->skids_set) {
