@@ -3,7 +3,7 @@
 BUILD ?= build
 STATE ?= $(CURDIR)/state
 
-.PHONY: all deps build run test unit integration fuzz asan bench clean
+.PHONY: all deps build run test unit integration fuzz asan bench bench-xs clean
 
 all: build
 
@@ -22,6 +22,9 @@ test: build
 
 bench: build
 	@BUILD=$(BUILD) bench/run.sh
+
+bench-xs: build
+	@BUILD=$(BUILD) bench/xs/run.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

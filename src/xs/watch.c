@@ -38,7 +38,57 @@ static struct {
 	struct xsd_watch **b;
 	size_t nb;      /* power of two */
 	size_t n;
+	/* every watch on a path (not "@..."), sorted by path: the watches below
+	 * a removed subtree "P" are the contiguous range prefixed "P/" */
+	struct xsd_watch **sorted;
+	size_t ns, nscap;
 } wt;
+
+/* first index whose path is >= key (by bytes; a prefix sorts first) */
+static size_t sorted_lower(const char *key, size_t klen)
+{
+	size_t lo = 0, hi = wt.ns;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const struct xsd_watch *w = wt.sorted[mid];
+		size_t m = w->plen < klen ? w->plen : klen;
+		int c = memcmp(w->path, key, m);
+		if (c < 0 || (c == 0 && w->plen < klen))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void sorted_add(struct xsd_watch *w)
+{
+	if (w->path[0] != '/')
+		return;
+	if (wt.ns == wt.nscap) {
+		wt.nscap = wt.nscap ? wt.nscap * 2 : 256;
+		wt.sorted = util_realloc(wt.sorted, wt.nscap * sizeof(*wt.sorted));
+	}
+	size_t i = sorted_lower(w->path, w->plen);
+	memmove(&wt.sorted[i + 1], &wt.sorted[i], (wt.ns - i) * sizeof(*wt.sorted));
+	wt.sorted[i] = w;
+	wt.ns++;
+}
+
+static void sorted_remove(struct xsd_watch *w)
+{
+	if (w->path[0] != '/')
+		return;
+	for (size_t i = sorted_lower(w->path, w->plen); i < wt.ns; i++) {
+		if (wt.sorted[i] == w) {
+			memmove(&wt.sorted[i], &wt.sorted[i + 1], (wt.ns - i - 1) * sizeof(*wt.sorted));
+			wt.ns--;
+			return;
+		}
+		if (wt.sorted[i]->plen != w->plen || memcmp(wt.sorted[i]->path, w->path, w->plen))
+			return;
+	}
+}
 
 static inline uint64_t fnv_step(uint64_t h, unsigned char ch)
 {
@@ -140,6 +190,7 @@ int xsd_watch_add(struct xsd_conn *c, const char *path, const char *token,
 	size_t k = w->hash & (wt.nb - 1);
 	w->hnext = wt.b[k];
 	wt.b[k] = w;
+	sorted_add(w);
 	if (++wt.n > wt.nb * 2)
 		rehash(wt.nb * 4);
 	return 0;
@@ -152,6 +203,7 @@ static void unlink_hash(struct xsd_watch *w)
 		if (*pp == w) {
 			*pp = w->hnext;
 			wt.n--;
+			sorted_remove(w);
 			return;
 		}
 }
@@ -250,12 +302,20 @@ void xsd_watch_changed(void *opaque, const char *path, bool recursive)
 	if (!recursive)
 		return;
 	/* rm of a subtree: the watches below it fire too, with their path */
-	bool root = n == 1;
-	for (size_t b = 0; b < wt.nb; b++)
-		for (struct xsd_watch *w = wt.b[b]; w; w = w->hnext)
-			if (w->plen > n && w->path[0] == '/' &&
-			    (root || (w->path[n] == '/' && !memcmp(w->path, path, n))))
-				fire(w, w->path, w->plen);
+	char pre[XS_PAYLOAD_MAX + 2];
+	size_t pl = n;
+	if (n >= sizeof(pre) - 1)
+		return;
+	memcpy(pre, path, n);
+	if (n > 1)
+		pre[pl++] = '/';
+	for (size_t i = sorted_lower(pre, pl); i < wt.ns; i++) {
+		struct xsd_watch *w = wt.sorted[i];
+		if (w->plen < pl || memcmp(w->path, pre, pl))
+			break;
+		if (w->plen > n) /* "/" itself fired with the ancestors */
+			fire(w, w->path, w->plen);
+	}
 }
 
 void xsd_watch_fire_special(const char *name)
