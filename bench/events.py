@@ -29,14 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
-MIN_VM = {"name_label": "b", "name_description": "", "user_version": 1, "is_a_template": False,
-          "affinity": "OpaqueRef:NULL", "memory_static_max": 1 << 30, "memory_dynamic_max": 1 << 30,
-          "memory_dynamic_min": 1 << 29, "memory_static_min": 1 << 28, "VCPUs_params": {},
-          "VCPUs_max": 1, "VCPUs_at_startup": 1, "actions_after_shutdown": "destroy",
-          "actions_after_reboot": "restart", "actions_after_crash": "restart", "PV_bootloader": "",
-          "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
-          "PV_legacy_args": "", "HVM_boot_policy": "", "HVM_boot_params": {}, "platform": {},
-          "PCI_bus": "", "other_config": {}, "recommendations": ""}
+from conftest import MIN_VM  # noqa: E402
 
 
 def req_bytes(method, params):

@@ -5,17 +5,26 @@ import json
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import tempfile
 import time
-import xmlrpc.client
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 XAPI_BIN = os.environ.get("XAPI_BIN", os.path.join(ROOT, "build", "src", "xapi", "xapi"))
 PASSWORD = "test-Secret-1"
+
+
+# The fields VM.create requires, with plain values.
+MIN_VM = {"name_label": "t", "name_description": "", "user_version": 1, "is_a_template": False,
+          "affinity": "OpaqueRef:NULL", "memory_static_max": 1 << 30, "memory_dynamic_max": 1 << 30,
+          "memory_dynamic_min": 1 << 29, "memory_static_min": 1 << 28, "VCPUs_params": {},
+          "VCPUs_max": 1, "VCPUs_at_startup": 1, "actions_after_shutdown": "destroy",
+          "actions_after_reboot": "restart", "actions_after_crash": "restart", "PV_bootloader": "",
+          "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
+          "PV_legacy_args": "", "HVM_boot_policy": "", "HVM_boot_params": {}, "platform": {},
+          "PCI_bus": "", "other_config": {}, "recommendations": ""}
 
 
 def free_port():

@@ -4,7 +4,7 @@ import sqlite3
 import threading
 
 from conftest import Xapi
-from test_generic import MIN_VM
+from conftest import MIN_VM
 
 
 def test_kill9_loses_no_acknowledged_write(xapi_bin, tmp_path):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import JsonError, Xapi, PASSWORD
-from test_generic import MIN_VM
+from conftest import MIN_VM
 
 TOKEN_RE = re.compile(r"^-?\d{20},-?\d{20}$")
 

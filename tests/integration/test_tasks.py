@@ -3,12 +3,10 @@ module over XML-RPC), result text, error_info (including an RBAC denial
 inside the task), the task messages and their ownership rule, the task a
 synchronous call runs in, cancellation, the task-id / subtask-of headers, and
 the garbage collection of old tasks."""
-import http.client
 import json
 import re
 import threading
 import time
-import xmlrpc.client
 
 import pytest
 
