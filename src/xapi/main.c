@@ -344,7 +344,12 @@ int main(int argc, char **argv)
 	uv_run(loop, UV_RUN_DEFAULT);
 
 	http_server_stop(server);
+	http_server_free(server);
 	db_close();
+	free(dbpath);
+	free(cert);
+	free(key);
+	free(sock);
 	log_info("xapi stopped");
 	return 0;
 }
