@@ -79,6 +79,7 @@ struct api_server {
 	const char *pam_confdir;   /* NULL: use /etc/pam.d */
 	const char *pam_service;   /* PAM service for local root logins */
 	const char *pam_ext_service; /* PAM service for external (subject) logins */
+	const char *pwdfile;       /* embedded PAM: root's password file; NULL otherwise */
 	char host_ref[DB_REF_MAX];
 	char pool_ref[DB_REF_MAX];
 	int session_timeout_s;     /* idle sessions expire after this */
@@ -145,5 +146,8 @@ void session_gc(void);
 /* Authentication through PAM (auth.c).  0 = ok; else err set to
  * SESSION_AUTHENTICATION_FAILED [user, reason]. */
 int auth_pam(const char *service, const char *user, const char *password, struct xerr *err);
+/* Set user's password in a pam_pwdfile password file (crypt SHA-512),
+ * atomically.  0 or -errno. */
+int auth_pwdfile_set(const char *file, const char *user, const char *password);
 
 #endif

@@ -7,9 +7,15 @@
  */
 #include "api/api.h"
 
+#include <crypt.h>
+#include <errno.h>
 #include <security/pam_appl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/buf.h"
+#include "base/util.h"
 
 struct conv_data {
 	const char *password;
@@ -59,4 +65,31 @@ int auth_pam(const char *service, const char *user, const char *password, struct
 	if (h)
 		pam_end(h, rc);
 	return rc == PAM_SUCCESS ? 0 : -1;
+}
+
+int auth_pwdfile_set(const char *file, const char *user, const char *password)
+{
+	char *salt = crypt_gensalt_ra("$6$", 0, NULL, 0);
+	struct crypt_data cd;
+	memset(&cd, 0, sizeof(cd));
+	const char *hash = salt ? crypt_r(password, salt, &cd) : NULL;
+	free(salt);
+	if (!hash || hash[0] == '*')
+		return -EINVAL;
+	/* keep every other user's line; replace or append this user's */
+	struct buf out;
+	buf_init(&out);
+	size_t ulen = strlen(user);
+	FILE *f = fopen(file, "r");
+	if (f) {
+		char line[4096];
+		while (fgets(line, sizeof(line), f))
+			if (!(strncmp(line, user, ulen) == 0 && line[ulen] == ':'))
+				buf_adds(&out, line);
+		fclose(f);
+	}
+	buf_printf(&out, "%s:%s\n", user, hash);
+	int rc = util_write_file(file, out.p, 0600);
+	buf_free(&out);
+	return rc;
 }

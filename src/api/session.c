@@ -305,6 +305,37 @@ static void session_logout_subject_identifier(struct api_ctx *c)
 	enc_void(c->out);
 }
 
+/* Root's password, in the embedded PAM stack's password file. */
+static void session_change_password(struct api_ctx *c)
+{
+	const char *old_pw = api_str(c, 1), *new_pw = api_str(c, 2);
+	if (!c->who.superuser && !c->who.local_root) {
+		api_fail(c, "USER_IS_NOT_LOCAL_SUPERUSER", 1, "Only the local superuser can change passwords");
+		return;
+	}
+	if (!api_srv.pwdfile) {
+		api_fail(c, "CHANGE_PASSWORD_REJECTED", 1,
+			 "Passwords are managed by the system's PAM configuration");
+		return;
+	}
+	struct xerr e = {0};
+	if (!c->who.local_root && auth_pam(api_srv.pam_service, "root", old_pw, &e) < 0) {
+		xerr_clear(&e);
+		api_fail(c, "CHANGE_PASSWORD_REJECTED", 1, "Authentication failure");
+		return;
+	}
+	if (!new_pw[0]) {
+		api_fail(c, "CHANGE_PASSWORD_REJECTED", 1, "The new password is empty");
+		return;
+	}
+	int rc = auth_pwdfile_set(api_srv.pwdfile, "root", new_pw);
+	if (rc < 0) {
+		api_fail(c, "INTERNAL_ERROR", 1, strerror(-rc));
+		return;
+	}
+	enc_void(c->out);
+}
+
 /* ---- subjects ---- */
 
 static void subject_create(struct api_ctx *c)
@@ -458,6 +489,7 @@ static void subject_get_permissions_name_label(struct api_ctx *c)
 }
 
 const struct api_impl session_impls[] = {
+	{"session.change_password", session_change_password, false},
 	{"subject.create", subject_create, false},
 	{"subject.destroy", subject_destroy, false},
 	{"subject.add_to_roles", subject_add_to_roles, false},

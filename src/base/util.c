@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -153,6 +155,27 @@ int util_mkdir_p(const char *path, unsigned mode)
 		*p = '/';
 	}
 	if (mkdir(tmp, (mode_t)mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int util_write_file(const char *path, const char *text, unsigned mode)
+{
+	char tmp[4200];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, (mode_t)mode);
+	if (fd < 0)
+		return -errno;
+	size_t n = strlen(text);
+	if (write(fd, text, n) != (ssize_t)n || fsync(fd) < 0) {
+		int e = errno;
+		close(fd);
+		unlink(tmp);
+		return -e;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0)
 		return -errno;
 	return 0;
 }

@@ -13,6 +13,8 @@ char *util_strdup(const char *s);        /* aborts on OOM */
 void *util_malloc(size_t n);             /* aborts on OOM */
 void *util_calloc(size_t n, size_t m);
 void *util_realloc(void *p, size_t n);
+/* Replace path with text, atomically (temp file, fsync, rename).  0 or -errno. */
+int util_write_file(const char *path, const char *text, unsigned mode);
 int util_mkdir_p(const char *path, unsigned mode); /* 0 or -errno; parents 0755 */
 uint64_t util_hash(const void *p, size_t n); /* FNV-1a 64 */
 #endif

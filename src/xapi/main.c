@@ -1,7 +1,6 @@
 /* main.c — the xapi daemon: configuration, state directory, PAM setup,
  * database, fresh-host seeding, and the HTTP front door that routes RPC
  * requests to the dispatcher. */
-#include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -36,26 +35,6 @@ static char *path_join(const char *dir, const char *name)
 	return p;
 }
 
-static int write_file(const char *path, const char *text, mode_t mode)
-{
-	char tmp[4200];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
-	if (fd < 0)
-		return -errno;
-	size_t n = strlen(text);
-	if (write(fd, text, n) != (ssize_t)n || fsync(fd) < 0) {
-		int e = errno;
-		close(fd);
-		unlink(tmp);
-		return -e;
-	}
-	close(fd);
-	if (rename(tmp, path) < 0)
-		return -errno;
-	return 0;
-}
-
 /* A random password of 16 letters and digits. */
 static void random_password(char out[17])
 {
@@ -86,7 +65,7 @@ static int setup_embedded_pam(void)
 			 "auth required pam_pwdfile.so pwdfile=%s\n"
 			 "account required pam_permit.so\n",
 			 pw, pw);
-		rc = write_file(svc, text, 0600);
+		rc = util_write_file(svc, text, 0600);
 	}
 	if (rc == 0) {
 		snprintf(text, sizeof(text),
@@ -94,10 +73,10 @@ static int setup_embedded_pam(void)
 			 "auth required pam_pwdfile.so pwdfile=%s\n"
 			 "account required pam_permit.so\n",
 			 ext, ext);
-		rc = write_file(esvc, text, 0600);
+		rc = util_write_file(esvc, text, 0600);
 	}
 	if (rc == 0 && access(ext, F_OK) < 0)
-		rc = write_file(ext, "", 0600);
+		rc = util_write_file(ext, "", 0600);
 	if (rc == 0 && access(pw, F_OK) < 0) {
 		char gen[17];
 		const char *pass = cfg.root_password;
@@ -107,23 +86,12 @@ static int setup_embedded_pam(void)
 			printf("root password: %s\n", pass);
 			fflush(stdout);
 		}
-		char *salt = crypt_gensalt_ra("$6$", 0, NULL, 0);
-		struct crypt_data cd;
-		memset(&cd, 0, sizeof(cd));
-		char *hash = salt ? crypt_r(pass, salt, &cd) : NULL;
-		free(salt);
-		if (!hash || hash[0] == '*') {
-			log_err("cannot hash the root password");
-			rc = -EINVAL;
-		} else {
-			snprintf(text, sizeof(text), "root:%s\n", hash);
-			rc = write_file(pw, text, 0600);
-		}
+		rc = auth_pwdfile_set(pw, "root", pass);
 	}
 	if (rc < 0)
 		log_err("embedded PAM setup in %s: %s", dir, strerror(-rc));
 	api_srv.pam_confdir = dir;
-	free(pw);
+	api_srv.pwdfile = pw; /* kept for session.change_password */
 	free(ext);
 	free(svc);
 	free(esvc);

@@ -177,3 +177,22 @@ def test_roles(server):
     ro = [r for r, rec in roles.items() if rec["name_label"] == "read-only"][0]
     ro_perms = server.json_call("role.get_permissions_name_label", s, ro)
     assert "vm.get_record" in ro_perms and "vm.start" not in ro_perms
+
+
+def test_change_password(fresh_server, XenAPI):
+    x = fresh_server
+    s = x.json_login()
+    with pytest.raises(JsonError) as e:
+        x.json_call("session.change_password", s, "wrong-old", "new-pw-1")
+    assert e.value.details[0] == "CHANGE_PASSWORD_REJECTED"
+    x.json_call("session.change_password", s, PASSWORD, "new-pw-1")
+    with pytest.raises(JsonError) as e:
+        x.json_login("root", PASSWORD)
+    assert e.value.details[0] == "SESSION_AUTHENTICATION_FAILED"
+    # the Python module with the new password; the change survives a restart
+    xs = XenAPI.Session(x.url)
+    xs.login_with_password("root", "new-pw-1")
+    xs.xenapi.session.logout()
+    x.stop()
+    x.start()
+    assert x.json_login("root", "new-pw-1").startswith("OpaqueRef:")
