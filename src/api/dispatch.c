@@ -139,10 +139,14 @@ static bool parse_int(const char *s, size_t n, int64_t *out)
 	return true;
 }
 
-static struct val *type_error(struct api_ctx *c, const char *what)
+/* A value of the wrong type: the original's unmarshaller raises, and its
+ * dispatcher answers INTERNAL_ERROR with the exception's text. */
+static struct val *type_error(struct api_ctx *c, const struct idl_type *ty, const char *what)
 {
-	if (!api_failed(c))
-		api_fail(c, "FIELD_TYPE_ERROR", 1, what);
+	if (!api_failed(c)) {
+		char *why = arena_printf(c->a, "Expected %s for parameter %s", ty->text, what);
+		api_fail(c, "INTERNAL_ERROR", 1, why ? why : what);
+	}
 	return NULL;
 }
 
@@ -156,10 +160,10 @@ struct val *api_convert(struct api_ctx *c, const struct idl_type *ty, struct val
 			return v;
 		if (v->kind == V_NIL)
 			return val_str_a(c->a, "", 0);
-		return type_error(c, what);
+		return type_error(c, ty, what);
 	case TY_ENUM: {
 		if (v->kind != V_STR)
-			return type_error(c, what);
+			return type_error(c, ty, what);
 		int k = idl_enum_value(ty->enm, v->u.s, v->n);
 		if (k < 0) {
 			api_fail(c, "INVALID_VALUE", 2, what, v->u.s);
@@ -176,7 +180,7 @@ struct val *api_convert(struct api_ctx *c, const struct idl_type *ty, struct val
 			return val_int_a(c->a, v->u.i);
 		if (v->kind == V_STR && parse_int(v->u.s, v->n, &x))
 			return val_int_a(c->a, x);
-		return type_error(c, what);
+		return type_error(c, ty, what);
 	}
 	case TY_FLOAT: {
 		if (v->kind == V_DOUBLE)
@@ -191,28 +195,28 @@ struct val *api_convert(struct api_ctx *c, const struct idl_type *ty, struct val
 			if (!*end)
 				return val_double_a(c->a, d);
 		}
-		return type_error(c, what);
+		return type_error(c, ty, what);
 	}
 	case TY_BOOL:
 		if (v->kind == V_BOOL)
 			return v;
 		if (v->kind == V_STR && (strcasecmp(v->u.s, "true") == 0 || strcasecmp(v->u.s, "false") == 0))
 			return strcasecmp(v->u.s, "true") == 0 ? &val_true : &val_false;
-		return type_error(c, what);
+		return type_error(c, ty, what);
 	case TY_DATETIME: {
 		int64_t t;
 		if (v->kind == V_DATETIME)
 			return v;
 		if (v->kind == V_STR && val_datetime_parse(v->u.s, v->n, &t) == 0)
 			return val_datetime_a(c->a, t);
-		return type_error(c, what);
+		return type_error(c, ty, what);
 	}
 	case TY_SET: {
 		if (v->kind != V_ARRAY)
-			return type_error(c, what);
+			return type_error(c, ty, what);
 		struct val *o = val_array_a(c->a, v->n);
 		if (!o)
-			return type_error(c, what);
+			return type_error(c, ty, what);
 		for (uint32_t i = 0; i < v->n; i++) {
 			o->u.items[i] = api_convert(c, ty->a, v->u.items[i], what);
 			if (!o->u.items[i])
@@ -222,10 +226,10 @@ struct val *api_convert(struct api_ctx *c, const struct idl_type *ty, struct val
 	}
 	case TY_MAP: {
 		if (v->kind != V_STRUCT)
-			return type_error(c, what);
+			return type_error(c, ty, what);
 		struct val *o = val_struct_a(c->a, v->n);
 		if (!o)
-			return type_error(c, what);
+			return type_error(c, ty, what);
 		for (uint32_t i = 0; i < v->n; i++) {
 			struct val_member *m = &v->u.members[i];
 			struct val kv = {.kind = V_STR, .n = m->klen, .u.s = m->key};
@@ -241,7 +245,7 @@ struct val *api_convert(struct api_ctx *c, const struct idl_type *ty, struct val
 			} else if (k->kind == V_INT) {
 				ks = arena_printf(c->a, "%lld", (long long)k->u.i);
 				if (!ks)
-					return type_error(c, what);
+					return type_error(c, ty, what);
 				kl = (uint32_t)strlen(ks);
 			}
 			o->u.members[i].key = ks;
@@ -254,7 +258,7 @@ struct val *api_convert(struct api_ctx *c, const struct idl_type *ty, struct val
 	}
 	case TY_RECORD:
 		if (v->kind != V_STRUCT)
-			return type_error(c, what);
+			return type_error(c, ty, what);
 		return v; /* members are checked by the implementation */
 	case TY_OPTION:
 		if (v->kind == V_NIL)

@@ -164,7 +164,7 @@ static void test_type_errors(void **state)
 {
 	json_t *j = call(false, "{\"jsonrpc\":\"2.0\",\"method\":\"pool.get_all_records_where\",\"params\":[\"%s\",42],\"id\":1}",
 			 session);
-	assert_error(j, "FIELD_TYPE_ERROR", 1, "expr");
+	assert_error(j, "INTERNAL_ERROR", 1, "Expected string for parameter expr");
 	json_decref(j);
 }
 
