@@ -2,12 +2,13 @@
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 
 import pytest
 
-from conftest import PASSWORD, JsonError, Xapi
+from conftest import PASSWORD, ROOT, JsonError, Xapi
 
 
 def test_xenapi_module_login_and_os_xenapi_probe(session):
@@ -196,3 +197,34 @@ def test_change_password(fresh_server, XenAPI):
     x.stop()
     x.start()
     assert x.json_login("root", "new-pw-1").startswith("OpaqueRef:")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"), reason="needs root and useradd")
+def test_system_pam_service(xapi_bin, tmp_path):
+    """The PAM service shipped for installed hosts (etc/pam.d/cxapi) checks
+    system accounts through Debian's common-auth stack."""
+    user, pw = "cxapi-pamtest", "Sys-Pw-42"
+    subprocess.run(["userdel", user], capture_output=True)
+    subprocess.run(["useradd", "--no-create-home", user], check=True)
+    try:
+        subprocess.run(["chpasswd"], input="%s:%s\n" % (user, pw), text=True, check=True)
+        conf = tmp_path / "pam.d"
+        conf.mkdir()
+        for f in ("cxapi", "cxapi-external"):
+            shutil.copy(os.path.join(ROOT, "etc", "pam.d", f), conf / f)
+        for f in ("common-auth", "common-account"):
+            shutil.copy(os.path.join("/etc/pam.d", f), conf / f)
+        state = tmp_path / "state"
+        state.mkdir()
+        x = Xapi(str(state), ["--pam-confdir", str(conf)])
+        try:
+            s = x.json_login(user, pw)
+            assert x.json_call("session.get_is_local_superuser", s, s) is True
+            with pytest.raises(JsonError) as e:
+                x.json_login(user, "wrong")
+            assert e.value.details[0] == "SESSION_AUTHENTICATION_FAILED"
+            assert not os.path.exists(state / "passwd")  # no embedded stack
+        finally:
+            x.stop()
+    finally:
+        subprocess.run(["userdel", user], capture_output=True)
