@@ -688,14 +688,10 @@ static void tomb_add(int cls, const char *ref, uint64_t created, uint64_t gen)
 		D.t[cls].cgen = gen;
 }
 
-int db_tombs_since(uint64_t since, struct db_tomb *out, int max, uint64_t *oldest)
+/* Position in the ring of the first tombstone with gen > since (generations
+ * are non-decreasing along the ring: binary search). */
+static uint32_t tomb_first_after(uint64_t since)
 {
-	int k = 0;
-	if (oldest)
-		*oldest = D.tomb_floor;
-	if (!D.tcap)
-		return 0;
-	/* generations are non-decreasing along the ring: binary search */
 	uint32_t lo = 0, hi = D.tn;
 	while (lo < hi) {
 		uint32_t mid = (lo + hi) / 2;
@@ -704,6 +700,17 @@ int db_tombs_since(uint64_t since, struct db_tomb *out, int max, uint64_t *oldes
 		else
 			lo = mid + 1;
 	}
+	return lo;
+}
+
+int db_tombs_since(uint64_t since, struct db_tomb *out, int max, uint64_t *oldest)
+{
+	int k = 0;
+	if (oldest)
+		*oldest = D.tomb_floor;
+	if (!D.tcap)
+		return 0;
+	uint32_t lo = tomb_first_after(since);
 	for (uint32_t i = lo; i < D.tn && k < max; i++)
 		out[k++] = D.tombs[(D.thead + i) % D.tcap];
 	return k;
@@ -714,14 +721,7 @@ int db_tombs_each(uint64_t since, int (*fn)(const struct db_tomb *t, void *opaqu
 {
 	if (!D.tcap)
 		return 0;
-	uint32_t lo = 0, hi = D.tn;
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
-		if (D.tombs[(D.thead + mid) % D.tcap].gen > since)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
+	uint32_t lo = tomb_first_after(since);
 	for (uint32_t i = lo; i < D.tn; i++) {
 		int rc = fn(&D.tombs[(D.thead + i) % D.tcap], opaque);
 		if (rc)
