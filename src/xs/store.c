@@ -604,21 +604,36 @@ static uint32_t find_child(struct xs_store *s, uint32_t parent, const char *name
 	return NIL;
 }
 
-/* path → node, or NIL */
-static uint32_t lookup(struct xs_store *s, const char *path, size_t plen)
+
+/* The deepest existing node on path: path itself if it exists, then
+ * *matched >= plen; else its deepest existing ancestor, *matched being how
+ * much of path that covers. */
+static uint32_t nearest_ancestor(struct xs_store *s, const char *path, size_t plen,
+				 size_t *matched)
 {
-	uint32_t cur = ROOT;
+	uint32_t cur = ROOT, nx;
 	size_t i = 1;
+	*matched = 1;
 	while (i < plen) {
 		const char *c = path + i;
 		const char *e = memchr(c, '/', plen - i);
 		size_t l = e ? (size_t)(e - c) : plen - i;
-		cur = find_child(s, cur, c, l);
-		if (!cur)
-			return NIL;
+		nx = find_child(s, cur, c, l);
+		if (!nx)
+			return cur;
+		cur = nx;
 		i += l + 1;
+		*matched = i;
 	}
 	return cur;
+}
+
+/* path → node, or NIL */
+static uint32_t lookup(struct xs_store *s, const char *path, size_t plen)
+{
+	size_t matched;
+	uint32_t n = nearest_ancestor(s, path, plen, &matched);
+	return matched >= plen ? n : NIL;
 }
 
 static void dcache_drop(struct xs_store *s, uint32_t idx);
@@ -1026,26 +1041,6 @@ static inline void report(struct xs_store *s, const char *path, bool recursive)
 		s->fn(s->opaque, path, recursive);
 }
 
-/* The deepest existing proper ancestor of path (which does not exist). */
-static uint32_t nearest_ancestor(struct xs_store *s, const char *path, size_t plen,
-				 size_t *matched)
-{
-	uint32_t cur = ROOT, nx;
-	size_t i = 1;
-	*matched = 1;
-	while (i < plen) {
-		const char *c = path + i;
-		const char *e = memchr(c, '/', plen - i);
-		size_t l = e ? (size_t)(e - c) : plen - i;
-		nx = find_child(s, cur, c, l);
-		if (!nx)
-			return cur;
-		cur = nx;
-		i += l + 1;
-		*matched = i;
-	}
-	return cur;
-}
 
 /* The errno xenstored gives for a missing node (errno_from_parents). */
 static int missing_errno(struct xs_store *s, uint32_t dom, uint32_t anc, unsigned want)
