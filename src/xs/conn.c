@@ -180,21 +180,15 @@ static unsigned parse_uint(const char *s)
 	return (unsigned)atoi(s);
 }
 
-static void do_read(struct xsd_conn *c, struct xs_txn *t, const struct xs_msg *m,
-		    const char *path)
-{
-	xsd.scratch.len = 0;
-	int r = xs_read(xsd.store, t, c->domid, path, &xsd.scratch);
-	if (r < 0)
-		return reply_err(c, &m->h, -r);
-	reply(c, &m->h, xsd.scratch.p, xsd.scratch.len);
-}
+/* READ and DIRECTORY: the store fills the scratch buffer, which is the reply. */
+typedef int (*store_get_fn)(struct xs_store *s, struct xs_txn *t, uint32_t dom, const char *path,
+			    struct buf *out);
 
-static void do_directory(struct xsd_conn *c, struct xs_txn *t,
-			 const struct xs_msg *m, const char *path)
+static void do_get(struct xsd_conn *c, struct xs_txn *t, const struct xs_msg *m,
+		   const char *path, store_get_fn get)
 {
 	xsd.scratch.len = 0;
-	int r = xs_directory(xsd.store, t, c->domid, path, &xsd.scratch);
+	int r = get(xsd.store, t, c->domid, path, &xsd.scratch);
 	if (r < 0)
 		return reply_err(c, &m->h, -r);
 	reply(c, &m->h, xsd.scratch.p, xsd.scratch.len);
@@ -634,7 +628,7 @@ static void handle(struct xsd_conn *c, const struct xs_hdr *h, const char *paylo
 
 	switch (h->type) {
 	case XS_READ:
-		return do_read(c, t, &m, path);
+		return do_get(c, t, &m, path, xs_read);
 	case XS_WRITE:
 		r = xs_write(xsd.store, t, c->domid, path, m.value, m.value_len);
 		return r < 0 ? reply_err(c, h, -r) : reply_ok(c, h);
@@ -647,7 +641,7 @@ static void handle(struct xsd_conn *c, const struct xs_hdr *h, const char *paylo
 		r = xs_rm(xsd.store, t, c->domid, path);
 		return r < 0 ? reply_err(c, h, -r) : reply_ok(c, h);
 	case XS_DIRECTORY:
-		return do_directory(c, t, &m, path);
+		return do_get(c, t, &m, path, xs_directory);
 	case XS_DIRECTORY_PART:
 		return do_directory_part(c, t, &m, path);
 	case XS_GET_PERMS:
