@@ -9,6 +9,7 @@
 #include "api/roles.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,29 @@ int role_bit_of_ref(const char *ref)
 	return -1;
 }
 
+/* Several messages may share a permission name; each permission counts
+ * once, at its first message.  Worked out once (the table is static). */
+static bool *perm_rep;
+static pthread_once_t perm_rep_once = PTHREAD_ONCE_INIT;
+
+static void perm_rep_init(void)
+{
+	perm_rep = util_calloc((size_t)idl_nmsgs, sizeof(*perm_rep));
+	for (int i = 0; i < idl_nmsgs; i++) {
+		if (perm_rep[i])
+			continue;
+		for (int k = i + 1; k < idl_nmsgs; k++)
+			if (!perm_rep[k] && strcmp(idl_msgs[k].perm, idl_msgs[i].perm) == 0)
+				perm_rep[k] = true;
+	}
+}
+
+static bool perm_repeated(int i)
+{
+	pthread_once(&perm_rep_once, perm_rep_init);
+	return perm_rep[i];
+}
+
 /* Insert every missing role/permission row in one transaction. */
 int roles_seed(struct xerr *err)
 {
@@ -91,10 +115,7 @@ int roles_seed(struct xerr *err)
 		if (db_get(cls, ref))
 			continue;
 		/* several wire names can share a permission (aliases): once only */
-		bool dup = false;
-		for (int k = 0; k < i && !dup; k++)
-			dup = strcmp(idl_msgs[k].perm, m->perm) == 0;
-		if (dup)
+		if (perm_repeated(i))
 			continue;
 		role_uuid(m->perm, uuid);
 		struct val **cols = api_row_new(cls);
@@ -175,10 +196,7 @@ static void write_perms(struct api_ctx *c, int r, bool names)
 			const struct idl_msg *m = &idl_msgs[i];
 			if (!(m->roles & (1u << r)))
 				continue;
-			bool dup = false;
-			for (int k = 0; k < i && !dup; k++)
-				dup = strcmp(idl_msgs[k].perm, m->perm) == 0;
-			if (dup)
+			if (perm_repeated(i))
 				continue;
 			if (names) {
 				enc_cstr(c->out, m->perm);
