@@ -324,7 +324,10 @@ def test_sync_task_visible_during_call(slow):
 
     th = threading.Thread(target=call)
     th.start()
-    found = wait_for(lambda: tasks_named(x, s, "VM.create"), timeout=5)
+    # the task row is added first, then marked cancellable when the work
+    # starts (a second commit): wait for the second state, then check it
+    found = wait_for(lambda: {r: t for r, t in tasks_named(x, s, "VM.create").items()
+                              if t["allowed_operations"] == ["cancel"]}, timeout=5)
     (ref, rec), = found.items()
     assert rec["status"] == "pending" and rec["name_label"] == "VM.create"
     assert rec["allowed_operations"] == ["cancel"]
