@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/ssl.h>
+#include "base/buf.h"
+#include "http/http.h"
 
 /* ---- TLS (tls.c) ------------------------------------------------------ */
 
@@ -41,6 +43,50 @@ size_t http_tls_sess_pending(const struct http_tls_sess *t);
 size_t http_tls_sess_take(struct http_tls_sess *t, char *dst, size_t n);
 /* Queue a close_notify alert (collect it with _take). */
 void http_tls_sess_shutdown(struct http_tls_sess *t);
+/* Take the SSL object out of the session (which is then empty), for a
+ * detached stream: *ct (malloc'd, or NULL) gets the ciphertext received but
+ * not yet consumed by the SSL object.  0, or -1 if the session failed or
+ * ciphertext is still waiting to be sent. */
+int http_tls_sess_detach(struct http_tls_sess *t, SSL **ssl, char **ct, size_t *ct_len);
+
+/* ---- detached streams (stream.c) -------------------------------------- */
+
+struct http_conn;
+
+struct http_stream {
+	int fd;                  /* blocking; SO_RCVTIMEO/SO_SNDTIMEO = timeout */
+	SSL *ssl;                /* NULL: plain TCP or Unix */
+	struct http_conn *conn;  /* keeps req (in its buffer) alive; released at close */
+	const char *pre;         /* body bytes the server had read (plaintext) */
+	size_t pre_len;
+	char *ct;                /* TLS: ciphertext received before the detach */
+	size_t ct_len, ct_off;
+	int64_t remaining;       /* body bytes still to read; -1: until EOF */
+	int vminor;              /* the request's HTTP/1.x */
+	bool expect_continue;    /* answer 100-continue on the first read */
+	bool head_sent;
+	bool sock_eof;           /* the socket returned EOF */
+	bool failed;             /* TLS: a fatal error; no close_notify */
+	int io_err;              /* last socket error (-errno), for TLS errors */
+	char *iobuf;             /* TLS sendfile staging */
+};
+
+/* Make the stream usable: fd blocking with timeouts; TLS over the socket
+ * (serving s->ct first).  0 or -errno (s is then still to be freed with
+ * http_stream_close). */
+int http_stream_setup(struct http_stream *s, unsigned timeout_ms);
+/* Drop the stream's reference to its connection (any thread). */
+void http_conn_release(struct http_conn *c);
+
+/* ---- response heads (server.c) ---------------------------------------- */
+
+/* Build a response head into h (replacing its contents): status line,
+ * content-type (NULL: none), content-length (clen < 0: none), connection,
+ * CORS and cache headers, extra lines, the blank line. */
+void http_build_head(struct buf *h, int vminor, int status, const char *ctype, int64_t clen,
+		     bool keep_alive, const char *extra, const char *allow_headers);
+/* Append the short HTML error page for status (reason escaped) to b. */
+void http_error_body(struct buf *b, int status, const char *reason);
 
 /* ---- request parsing without sockets (server.c) ----------------------- */
 

@@ -16,10 +16,12 @@
  *
  * Lifetime: a connection holds one reference for its libuv handles (dropped
  * when both the stream and the timer have been closed), one while a request
- * is with the handler, and a temporary one while it is being processed.  The
- * server holds one reference for its owner, one per open listener handle and
- * one per connection, so a late http_respond() after http_server_free() is
- * still safe.
+ * is with the handler (a detached stream inherits it), and a temporary one
+ * while it is being processed.  The server holds one reference for its owner,
+ * one per open listener handle and one per connection not detached, so a late
+ * http_respond() after http_server_free() is still safe.  A detached
+ * connection drops its server reference at once, so its last reference may
+ * go on any thread (refs is atomic) without touching the server.
  */
 #include "http/http.h"
 #include "http/http_internal.h"
@@ -30,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +54,8 @@
 #define READ_KEEP (64 * 1024) /* idle buffers above this are released */
 #define LINGER_MS 2000u       /* how long to drain a closing connection */
 #define SCRATCH_SIZE (64 * 1024)
+#define DEF_STREAM_TIMEOUT 300000u
+#define NO_OFF UINT32_MAX     /* path "/" or query "" not in the buffer */
 
 enum tkind { T_NONE = 0, T_HEAD, T_IDLE, T_WRITE, T_LINGER };
 
@@ -95,7 +100,7 @@ struct http_conn {
 	uv_write_t wreq;
 	struct http_server *srv;
 	struct http_conn *next, *prev;
-	int refs;
+	atomic_int refs;
 	int open_handles;
 	enum http_transport transport;
 	bool fake;        /* no socket (fuzzing): replies are discarded */
@@ -110,6 +115,8 @@ struct http_conn {
 	bool in_request;  /* parsing a request */
 	bool headers_done, msg_done, last_was_value, hdr_overflow;
 	bool is_head, is_connect;
+	bool streamed;    /* stream_body() took it: the body is not read */
+	bool expect_continue; /* streamed, with Expect: 100-continue */
 	bool rejected;    /* the server answered a protocol error */
 	enum tkind tkind;
 	uint64_t deadline;
@@ -127,6 +134,8 @@ struct http_conn {
 
 	http_parser parser;
 	uint32_t url_off, url_len;
+	uint32_t path_off, query_off; /* from rpos, or NO_OFF */
+	int64_t clen;                 /* Content-Length, -1 if none */
 	int nh;
 	struct hspan hs[HTTP_MAX_HEADERS];
 	struct http_req req;
@@ -211,21 +220,27 @@ static void srv_unref(struct http_server *s)
 
 static void conn_ref(struct http_conn *c)
 {
-	c->refs++;
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 }
 
 static void conn_unref(struct http_conn *c)
 {
-	if (--c->refs > 0)
+	if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	struct http_server *s = c->srv;
+	struct http_server *s = c->srv; /* NULL once detached */
 	free(c->rbuf);
 	buf_free(&c->whead);
 	buf_free(&c->wbody);
 	buf_free(&c->tout);
 	http_tls_sess_free(&c->tls);
 	free(c);
-	srv_unref(s);
+	if (s)
+		srv_unref(s);
+}
+
+void http_conn_release(struct http_conn *c)
+{
+	conn_unref(c);
 }
 
 /* ---- timers ----------------------------------------------------------- */
@@ -452,7 +467,7 @@ static inline void put(struct buf *h, const char *s, size_t n)
 }
 #define PUTS(h, lit) put((h), (lit), sizeof(lit) - 1)
 
-static void put_num(struct buf *h, size_t v)
+static void put_num(struct buf *h, uint64_t v)
 {
 	char tmp[24];
 	int i = sizeof tmp;
@@ -463,8 +478,8 @@ static void put_num(struct buf *h, size_t v)
 	put(h, tmp + i, sizeof tmp - (size_t)i);
 }
 
-static void build_head(struct buf *h, int vminor, int status, const char *ctype,
-		       size_t clen, bool ka, const char *extra, const char *allow_headers)
+void http_build_head(struct buf *h, int vminor, int status, const char *ctype, int64_t clen,
+		     bool ka, const char *extra, const char *allow_headers)
 {
 	if (status < 100 || status > 999)
 		status = 500;
@@ -490,12 +505,15 @@ static void build_head(struct buf *h, int vminor, int status, const char *ctype,
 		put(h, ctype, cl);
 		PUTS(h, "\r\n");
 	}
-	PUTS(h, "content-length: ");
-	put_num(h, clen);
+	if (clen >= 0) {
+		PUTS(h, "content-length: ");
+		put_num(h, (uint64_t)clen);
+		PUTS(h, "\r\n");
+	}
 	if (ka)
-		PUTS(h, "\r\nconnection: keep-alive\r\n");
+		PUTS(h, "connection: keep-alive\r\n");
 	else
-		PUTS(h, "\r\nconnection: close\r\n");
+		PUTS(h, "connection: close\r\n");
 	PUTS(h, "Access-Control-Allow-Origin: *\r\n");
 	if (allow_headers) {
 		PUTS(h, "Access-Control-Allow-Headers: ");
@@ -545,8 +563,8 @@ static void respond_full(struct http_conn *c, int status, const char *ctype, str
 	bool ka = c->req.keep_alive && !c->close_after && !c->srv->stopping && !c->is_connect;
 	if (!ka)
 		c->close_after = true;
-	build_head(&c->whead, c->req.version_minor, status, ctype, body->len, ka, extra,
-		   allow_headers);
+	http_build_head(&c->whead, c->req.version_minor, status, ctype, (int64_t)body->len, ka,
+			extra, allow_headers);
 	if (c->is_head)
 		buf_free(body);
 	send_response(c, body);
@@ -572,7 +590,7 @@ static void html_escape(struct buf *b, const char *s)
 	}
 }
 
-static void error_body(struct buf *b, int status, const char *reason)
+void http_error_body(struct buf *b, int status, const char *reason)
 {
 	const char *r = http_reason(status);
 	buf_printf(b, "<html><head><title>%d %s</title></head><body><h1>HTTP %d %s</h1>", status, r,
@@ -589,7 +607,7 @@ void http_respond_error(struct http_conn *c, int status, const char *reason)
 {
 	struct buf b;
 	buf_init(&b);
-	error_body(&b, status, reason);
+	http_error_body(&b, status, reason);
 	if (c && c->pending)
 		c->close_after = true;
 	respond_full(c, status, "text/html", &b, NULL, NULL);
@@ -606,9 +624,9 @@ static void reject(struct http_conn *c, int status)
 	c->rejected = true;
 	struct buf b;
 	buf_init(&b);
-	error_body(&b, status, NULL);
+	http_error_body(&b, status, NULL);
 	int vminor = (c->parser.http_major == 1 && c->parser.http_minor == 0) ? 0 : 1;
-	build_head(&c->whead, vminor, status, "text/html", b.len, false, NULL, NULL);
+	http_build_head(&c->whead, vminor, status, "text/html", (int64_t)b.len, false, NULL, NULL);
 	send_response(c, &b);
 }
 
@@ -627,6 +645,52 @@ static void respond_options(struct http_conn *c)
 	}
 	respond_full(c, 200, NULL, NULL, "Access-Control-Allow-Methods: GET, POST, PUT, OPTIONS\r\n",
 		     allow);
+}
+
+/* ---- detaching -------------------------------------------------------- */
+
+struct http_stream *http_detach(struct http_conn *c)
+{
+	/* Bytes still queued in libuv (a 100 Continue, TLS handshake records
+	 * to a peer that does not read) would be lost with its handle. */
+	if (!c || !c->pending || !c->streamed || c->closing || c->fake || c->writing ||
+	    uv_stream_get_write_queue_size(&c->h.stream) > 0)
+		return NULL;
+	uv_os_fd_t fd;
+	if (uv_fileno((uv_handle_t *)&c->h, &fd) < 0)
+		return NULL;
+	struct http_stream *st = calloc(1, sizeof *st);
+	if (!st)
+		return NULL;
+	/* Our own descriptor: libuv closes its one with the handle, the socket
+	 * (same open file) lives on — no FIN, no reset. */
+	st->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (st->fd < 0) {
+		free(st);
+		return NULL;
+	}
+	if (c->transport == HT_TLS &&
+	    http_tls_sess_detach(&c->tls, &st->ssl, &st->ct, &st->ct_len) < 0) {
+		close(st->fd);
+		free(st);
+		return NULL;
+	}
+	st->conn = c; /* with the request's reference */
+	st->pre = c->rbuf + c->ppos;
+	st->pre_len = c->rlen - c->ppos;
+	st->remaining = c->clen;
+	st->vminor = c->req.version_minor;
+	st->expect_continue = c->expect_continue;
+	c->pending = false;
+	struct http_server *s = c->srv;
+	unsigned timeout_ms = s->cfg.stream_timeout_ms;
+	conn_close(c);
+	c->srv = NULL;
+	srv_unref(s);
+	int r = http_stream_setup(st, timeout_ms);
+	if (r < 0)
+		log_warn("http: %s: cannot set up a stream: %s", c->req.peer, strerror(-r));
+	return st; /* a failed setup makes every call fail: the caller closes */
 }
 
 /* ---- closing ---------------------------------------------------------- */
@@ -803,6 +867,43 @@ static int cb_hvalue(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* Split the (terminated) URL into path and query, in place, once per
+ * request; their offsets are kept since the buffer may move. */
+static void split_url(struct http_conn *c)
+{
+	char *base = c->rbuf + c->rpos;
+	char *url = base + c->url_off;
+	char *path = url;
+	char *query = NULL;
+	/* absolute-form target: keep only the path */
+	if (url[0] != '/' && !c->is_connect) {
+		char *sl = strstr(url, "://");
+		if (sl) {
+			path = strchr(sl + 3, '/');
+			if (!path) {
+				char *q = strchr(sl + 3, '?');
+				if (q) {
+					*q = '\0';
+					query = q + 1;
+				}
+			}
+		}
+	}
+	char *q = path ? strchr(path, '?') : NULL;
+	if (q) {
+		*q = '\0';
+		query = q + 1;
+	}
+	char *f = query ? strchr(query, '#') : NULL;
+	if (f)
+		*f = '\0';
+	f = path ? strchr(path, '#') : NULL;
+	if (f)
+		*f = '\0';
+	c->path_off = path ? (uint32_t)(path - base) : NO_OFF;
+	c->query_off = query ? (uint32_t)(query - base) : NO_OFF;
+}
+
 /* Point the request's strings at the (already terminated) tokens. */
 static void fill_req(struct http_conn *c)
 {
@@ -815,35 +916,13 @@ static void fill_req(struct http_conn *c)
 		r->headers[i].name = base + c->hs[i].name_off;
 		r->headers[i].value = c->hs[i].has_val ? base + c->hs[i].val_off : "";
 	}
-	char *url = base + c->url_off;
-	r->path = url;
-	r->query = "";
-	/* absolute-form target: keep only the path */
-	if (url[0] != '/' && !c->is_connect) {
-		char *sl = strstr(url, "://");
-		if (sl) {
-			char *p = strchr(sl + 3, '/');
-			r->path = p ? p : "/";
-			if (!p) {
-				char *q = strchr(sl + 3, '?');
-				if (q) {
-					*q = '\0';
-					r->query = q + 1;
-				}
-			}
-		}
-	}
-	char *q = strchr(r->path, '?');
-	if (q) {
-		*q = '\0';
-		r->query = q + 1;
-	}
-	char *f = strchr(r->query, '#');
-	if (f)
-		*f = '\0';
-	f = strchr(r->path, '#');
-	if (f)
-		*f = '\0';
+	r->path = c->path_off == NO_OFF ? "/" : base + c->path_off;
+	r->query = c->query_off == NO_OFF ? "" : base + c->query_off;
+	r->content_length = c->clen;
+	r->streamed = c->streamed;
+	r->body = "";
+	r->body_len = 0;
+	r->keep_alive = false;
 }
 
 static const char *hdr_get(struct http_conn *c, const char *name)
@@ -902,6 +981,24 @@ static int cb_headers_complete(http_parser *p)
 		return -1;
 	}
 	bool has_len = hdr_get(c, "content-length") != NULL;
+	if (has_len && p->content_length > INT64_MAX) {
+		c->err_status = 400;
+		return -1;
+	}
+	c->clen = has_len ? (int64_t)p->content_length : -1;
+	split_url(c);
+	const char *e = p->http_minor >= 1 ? hdr_get(c, "expect") : NULL;
+	bool expect = e && strcasecmp(e, "100-continue") == 0;
+	if (s->cfg.stream_body) {
+		fill_req(c);
+		if (s->cfg.stream_body(&c->req, s->opaque)) {
+			/* The handler reads the body (the 100 Continue is its
+			 * first read's); the parser stops after the head. */
+			c->streamed = true;
+			c->expect_continue = expect && c->clen != 0;
+			return 1;
+		}
+	}
 	if (!has_len && (p->method == HTTP_POST || p->method == HTTP_PUT)) {
 		c->err_status = 411;
 		return -1;
@@ -910,11 +1007,8 @@ static int cb_headers_complete(http_parser *p)
 		c->err_status = 413;
 		return -1;
 	}
-	if (has_len && p->content_length > 0 && p->http_minor >= 1) {
-		const char *e = hdr_get(c, "expect");
-		if (e && strcasecmp(e, "100-continue") == 0)
-			send_aux(c, "HTTP/1.1 100 Continue\r\n\r\n");
-	}
+	if (expect && c->clen > 0)
+		send_aux(c, "HTTP/1.1 100 Continue\r\n\r\n");
 	return 0;
 }
 
@@ -957,7 +1051,8 @@ static void begin_request(struct http_conn *c)
 	c->parser.data = c;
 	c->in_request = true;
 	c->headers_done = c->msg_done = c->last_was_value = c->hdr_overflow = false;
-	c->is_head = c->is_connect = false;
+	c->is_head = c->is_connect = c->streamed = c->expect_continue = false;
+	c->clen = -1;
 	c->err_status = 0;
 	c->nh = 0;
 	c->url_off = c->url_len = 0;
@@ -983,7 +1078,9 @@ static void deliver(struct http_conn *c)
 		r->body = "";
 		r->body_len = 0;
 	}
-	r->keep_alive = http_should_keep_alive(&c->parser) && !c->is_connect && !s->stopping;
+	/* a streamed body is not ours to skip: that connection closes */
+	r->keep_alive = http_should_keep_alive(&c->parser) && !c->is_connect && !c->streamed &&
+			!s->stopping;
 	c->pending = true;
 	c->tkind = T_NONE; /* the handler may take as long as it needs */
 	conn_ref(c);
@@ -1306,6 +1403,8 @@ struct http_server *http_server_new(uv_loop_t *loop, const struct http_config *c
 		s->cfg.idle_timeout_ms = DEF_IDLE_TIMEOUT;
 	if (s->cfg.max_conns <= 0)
 		s->cfg.max_conns = DEF_MAX_CONNS;
+	if (!s->cfg.stream_timeout_ms)
+		s->cfg.stream_timeout_ms = DEF_STREAM_TIMEOUT;
 	if (!s->cfg.unix_mode)
 		s->cfg.unix_mode = 0600;
 	return s;

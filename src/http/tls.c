@@ -201,6 +201,28 @@ void http_tls_sess_shutdown(struct http_tls_sess *t)
 	ERR_clear_error();
 }
 
+int http_tls_sess_detach(struct http_tls_sess *t, SSL **ssl, char **ct, size_t *ct_len)
+{
+	*ssl = NULL;
+	*ct = NULL;
+	*ct_len = 0;
+	if (!t->ssl || t->failed || BIO_ctrl_pending(t->wbio) > 0)
+		return -1;
+	/* Normally empty: every input is decrypted until the SSL object wants
+	 * more, and a partial record then sits in the SSL object itself. */
+	size_t n = BIO_ctrl_pending(t->rbio);
+	if (n > 0) {
+		*ct = malloc(n);
+		if (!*ct)
+			return -1;
+		int r = BIO_read(t->rbio, *ct, (int)n);
+		*ct_len = r > 0 ? (size_t)r : 0;
+	}
+	*ssl = t->ssl; /* still owns the memory BIOs until SSL_set_bio */
+	memset(t, 0, sizeof *t);
+	return 0;
+}
+
 /* ---- self-signed certificate ------------------------------------------ */
 
 static bool is_ip_literal(const char *s)

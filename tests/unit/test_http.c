@@ -21,6 +21,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/time.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -59,9 +62,174 @@ static void delayed_fire(uv_timer_t *t)
 	uv_close((uv_handle_t *)t, (uv_close_cb)free);
 }
 
+/* ---- streamed requests: handled on threads of their own --------------- */
+
+static char big_path[300]; /* a file /stream/file sends from */
+
+/* A checksum of a byte stream, the same however it is cut: 64-bit words
+ * (little-endian) mixed in, a partial word carried between pieces. */
+struct sum {
+	uint64_t h, w, n;
+};
+
+static void sum_add(struct sum *s, const void *p, size_t len)
+{
+	const unsigned char *b = p;
+	while (len > 0 && s->n % 8 != 0) {
+		s->w |= (uint64_t)*b++ << (8 * (s->n % 8));
+		len--;
+		if (++s->n % 8 == 0) {
+			s->h = (s->h ^ s->w) * 0x100000001b3ull;
+			s->w = 0;
+		}
+	}
+	for (; len >= 8; len -= 8, b += 8) {
+		uint64_t w;
+		memcpy(&w, b, 8);
+		s->h = (s->h ^ w) * 0x100000001b3ull;
+		s->n += 8;
+	}
+	while (len-- > 0)
+		s->w |= (uint64_t)*b++ << (8 * (s->n++ % 8));
+}
+
+static uint64_t sum_end(const struct sum *s)
+{
+	return (s->h ^ s->w) * 0x100000001b3ull + s->n;
+}
+
+/* What the last stream thread did, for tests whose client is gone. */
+static pthread_mutex_t st_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t st_cv = PTHREAD_COND_INITIALIZER;
+static int st_done, st_live;
+static char st_last[160];
+
+/* Once no stream thread runs: how many have ended. */
+static int stream_mark(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 20;
+	pthread_mutex_lock(&st_mu);
+	while (st_live > 0 && pthread_cond_timedwait(&st_cv, &st_mu, &ts) == 0)
+		;
+	int n = st_done;
+	pthread_mutex_unlock(&st_mu);
+	return n;
+}
+
+/* Wait for the stream thread that ends after mark; its record. */
+static const char *stream_wait(int mark)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 20;
+	pthread_mutex_lock(&st_mu);
+	while (st_done <= mark && pthread_cond_timedwait(&st_cv, &st_mu, &ts) == 0)
+		;
+	bool ok = st_done > mark;
+	pthread_mutex_unlock(&st_mu);
+	if (!ok)
+		return "(no stream ended)";
+	print_message("stream: %s\n", st_last);
+	return st_last;
+}
+
+struct stream_job {
+	struct http_stream *st;
+	struct http_req *req;
+};
+
+static void *stream_main(void *arg)
+{
+	struct stream_job *job = arg;
+	struct http_stream *st = job->st;
+	struct http_req *req = job->req;
+	char rec[160], v[64];
+	int64_t n = 0;
+	ssize_t r = 0;
+	if (strcmp(req->path, "/stream/echo") == 0 || strcmp(req->path, "/stream/stall") == 0) {
+		if (strcmp(req->path, "/stream/stall") == 0)
+			http_stream_set_timeout(st, 300);
+		size_t bl = 1 << 20;
+		char *b = malloc(bl);
+		struct sum sm = { 0 };
+		while ((r = http_stream_read(st, b, bl)) > 0) {
+			sum_add(&sm, b, (size_t)r);
+			n += r;
+		}
+		free(b);
+		snprintf(rec, sizeof rec, "n=%lld end=%d sum=%016llx", (long long)n, (int)r,
+			 (unsigned long long)sum_end(&sm));
+		if (r == 0 && http_stream_respond_head(st, 200, "text/plain", (int64_t)strlen(rec),
+						       "X-Stream: yes\r\n") == 0)
+			r = http_stream_write(st, rec, strlen(rec));
+		size_t l = strlen(rec);
+		snprintf(rec + l, sizeof rec - l, " reply=%d", (int)r);
+	} else if (strcmp(req->path, "/stream/file") == 0) {
+		n = http_query_get(req->query, "n", v, sizeof v) > 0 ? atoll(v) : 0;
+		int fd = open(big_path, O_RDONLY);
+		int rc = http_stream_respond_head(st, 200, "application/octet-stream", n, NULL);
+		if (rc == 0)
+			rc = http_stream_sendfile(st, fd, 0, (size_t)n);
+		close(fd);
+		snprintf(rec, sizeof rec, "sent n=%lld rc=%d", (long long)n, rc);
+	} else if (strcmp(req->path, "/stream/write") == 0) {
+		/* no Content-Length: the body ends with the connection */
+		int rc = http_stream_respond_head(st, 200, NULL, -1, NULL);
+		for (int i = 0; i < 3 && rc == 0; i++)
+			rc = http_stream_write(st, "chunk;", 6);
+		snprintf(rec, sizeof rec, "wrote rc=%d fd=%d", rc, http_stream_fd(st) >= 0);
+	} else {
+		http_stream_respond_error(st, 404, req->path);
+		snprintf(rec, sizeof rec, "404");
+	}
+	http_stream_close(st); /* req is gone now */
+	free(job);
+	pthread_mutex_lock(&st_mu);
+	snprintf(st_last, sizeof st_last, "%s", rec);
+	st_done++;
+	st_live--;
+	pthread_cond_broadcast(&st_cv);
+	pthread_mutex_unlock(&st_mu);
+	return NULL;
+}
+
+static bool stream_pick(const struct http_req *req, void *opaque)
+{
+	(void)opaque;
+	return strncmp(req->path, "/stream/", 8) == 0;
+}
+
+static void stream_handler(struct http_conn *c, struct http_req *req)
+{
+	if (strcmp(req->path, "/stream/deny") == 0) { /* answered without detaching */
+		http_respond_error(c, 403, "not you");
+		return;
+	}
+	struct stream_job *job = calloc(1, sizeof *job);
+	job->req = req;
+	job->st = http_detach(c);
+	if (!job->st) {
+		free(job);
+		http_respond_error(c, 503, "cannot detach");
+		return;
+	}
+	pthread_mutex_lock(&st_mu);
+	st_live++;
+	pthread_mutex_unlock(&st_mu);
+	pthread_t t;
+	pthread_create(&t, NULL, stream_main, job);
+	pthread_detach(t);
+}
+
 static void echo_handler(struct http_conn *c, struct http_req *req, void *opaque)
 {
 	atomic_fetch_add(&handler_calls, 1);
+	if (req->streamed) {
+		stream_handler(c, req);
+		return;
+	}
 	struct buf b;
 	buf_init(&b);
 	char v[64];
@@ -121,6 +289,7 @@ static int group_setup(void **state)
 	snprintf(sock_path, sizeof sock_path, "%s/xapi.sock", tmpdir);
 	snprintf(cert_path, sizeof cert_path, "%s/cert.pem", tmpdir);
 	snprintf(key_path, sizeof key_path, "%s/key.pem", tmpdir);
+	snprintf(big_path, sizeof big_path, "%s/big", tmpdir);
 	/* a stale socket file from "an earlier run" must not stop us */
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -141,6 +310,8 @@ static int group_setup(void **state)
 		.max_body = 65536,
 		.head_timeout_ms = 400,
 		.idle_timeout_ms = 3000,
+		.stream_body = stream_pick,
+		.stream_timeout_ms = 5000,
 	};
 	srv = http_server_new(&loop, &cfg, echo_handler, NULL);
 	if (!srv || http_server_start(srv) != 0)
@@ -167,6 +338,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
+	stream_mark(); /* stream threads end */
 	uv_async_send(&stop_async);
 	pthread_join(loop_thread, NULL);
 	if (pending_fd >= 0)
@@ -175,6 +347,7 @@ static int group_teardown(void **state)
 	unlink(cert_path);
 	unlink(key_path);
 	unlink(sock_path);
+	unlink(big_path);
 	rmdir(tmpdir);
 	return 0;
 }
@@ -835,6 +1008,346 @@ static void test_max_conns_idle(void **state)
 	conn_free(c);
 }
 
+/* ---- streams ---------------------------------------------------------- */
+
+static void conn_send(struct conn *c, const void *p, size_t n)
+{
+	if (c->ssl) {
+		size_t put = 0;
+		assert_int_equal(SSL_write_ex(c->ssl, p, n, &put), 1);
+		assert_int_equal(put, n);
+	} else {
+		const char *q = p;
+		while (n) {
+			ssize_t w = send(c->fd, q, n, MSG_NOSIGNAL);
+			assert_true(w > 0);
+			q += w;
+			n -= (size_t)w;
+		}
+	}
+}
+
+static char *pattern(size_t n)
+{
+	char *b = malloc(n);
+	for (size_t i = 0; i < n; i++)
+		b[i] = (char)(i * 7 + i / 4093);
+	return b;
+}
+
+static void expect_echo_reply(struct conn *c, size_t n, const char *body, size_t body_len)
+{
+	struct sum sm = { 0 };
+	sum_add(&sm, body, body_len);
+	char want[128];
+	snprintf(want, sizeof want, "n=%zu end=0 sum=%016llx", n, (unsigned long long)sum_end(&sm));
+	struct resp r = { 0 };
+	assert_true(read_resp(c, &r));
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.head, "HTTP/1.1 200 OK\r\n"));
+	assert_true(has_header(&r, "\r\nconnection: close\r\n"));
+	assert_true(has_header(&r, "\r\nAccess-Control-Allow-Origin: *\r\n"));
+	assert_true(has_header(&r, "\r\ncache-control: no-cache, no-store\r\n"));
+	assert_true(has_header(&r, "\r\nX-Stream: yes\r\n"));
+	assert_string_equal(r.body, want);
+	assert_true(at_eof(c));
+	resp_clear(&r);
+}
+
+/* A body of exactly Content-Length: the first bytes in the head's packet
+ * (read by the server before the detach), the rest in pieces, then bytes
+ * of a next request that must not be taken as body. */
+static void stream_echo_on(struct conn *c, size_t total, size_t first)
+{
+	char *body = pattern(total);
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b, "PUT /stream/echo?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n",
+		   total);
+	buf_add(&b, body, first);
+	conn_send(c, b.p, b.len);
+	for (size_t off = first; off < total; off += 65536)
+		conn_send(c, body + off, total - off < 65536 ? total - off : 65536);
+	conn_send(c, "GET /next HTTP/1.1\r\n\r\n", 24);
+	expect_echo_reply(c, total, body, total);
+	buf_free(&b);
+	free(body);
+}
+
+static struct conn *conn_unix(void)
+{
+	struct conn *c = calloc(1, sizeof *c);
+	c->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	strcpy(sa.sun_path, sock_path);
+	assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	set_timeout(c->fd, 5000);
+	return c;
+}
+
+static struct conn *conn_tls(void);
+
+static void test_stream_echo(void **state)
+{
+	(void)state;
+	struct conn *c = conn_tcp();
+	stream_echo_on(c, 3000000, 1000);
+	conn_free(c);
+	c = conn_unix();
+	stream_echo_on(c, 1000001, 0);
+	conn_free(c);
+	c = conn_tls();
+	stream_echo_on(c, 2000003, 5000);
+	conn_free(c);
+	c = conn_tcp(); /* a body that came whole with the head */
+	stream_echo_on(c, 3, 3);
+	conn_free(c);
+	c = conn_tcp(); /* no body at all */
+	send_str(c->fd, "GET /stream/echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+	expect_echo_reply(c, 0, "", 0);
+	conn_free(c);
+}
+
+static void test_stream_expect(void **state)
+{
+	(void)state;
+	/* 100 Continue comes with the handler's first read */
+	struct conn *c = conn_tcp();
+	send_str(c->fd, "PUT /stream/echo HTTP/1.1\r\nContent-Length: 5\r\n"
+			"Expect: 100-continue\r\n\r\n");
+	char buf[64] = { 0 };
+	assert_int_equal(recv(c->fd, buf, 25, MSG_WAITALL), 25);
+	assert_string_equal(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+	send_str(c->fd, "hello");
+	expect_echo_reply(c, 5, "hello", 5);
+	conn_free(c);
+	/* a streamed request answered without detaching: no 100, the
+	 * connection closes, the body is never read */
+	int before = stream_mark();
+	c = conn_tcp();
+	struct resp r = { 0 };
+	send_str(c->fd, "PUT /stream/deny HTTP/1.1\r\nContent-Length: 100000000\r\n"
+			"Expect: 100-continue\r\n\r\nsome");
+	assert_true(read_resp(c, &r));
+	assert_int_equal(r.status, 403);
+	assert_true(has_header(&r, "\r\nconnection: close\r\n"));
+	assert_true(at_eof(c));
+	assert_int_equal(stream_mark(), before);
+	resp_clear(&r);
+	conn_free(c);
+	/* chunked request bodies are refused as for any request */
+	expect_reject("PUT /stream/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411);
+}
+
+/* Clients that close: the body is cut short, or of unknown length (Xen
+ * Orchestra sends Content-Length: 1 PiB and closes after the data). */
+static void test_stream_eof(void **state)
+{
+	(void)state;
+	/* cut short: the reader sees the end after the 10 bytes */
+	int mark = stream_mark();
+	struct conn *c = conn_tcp();
+	send_str(c->fd, "PUT /stream/echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n0123456789");
+	conn_free(c);
+	assert_non_null(strstr(stream_wait(mark), "n=10 end=0 "));
+	mark = stream_mark();
+	c = conn_tls();
+	ssl_send(c, "PUT /stream/echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n0123456789");
+	shutdown(c->fd, SHUT_WR); /* a FIN, no close_notify (closing with the
+				   * unread session tickets would send a reset) */
+	assert_non_null(strstr(stream_wait(mark), "n=10 end=0 "));
+	conn_free(c);
+
+	/* 1 PiB announced, 1 MiB sent, then our side closed: a full answer */
+	const size_t n = 1 << 20;
+	char *body = pattern(n);
+	const char *head = "PUT /stream/echo HTTP/1.1\r\nContent-Length: 1125899906842624\r\n\r\n";
+	c = conn_tcp();
+	send_str(c->fd, head);
+	conn_send(c, body, n);
+	shutdown(c->fd, SHUT_WR);
+	expect_echo_reply(c, n, body, n);
+	conn_free(c);
+	/* the same over TLS, ended with a close_notify */
+	c = conn_tls();
+	ssl_send(c, head);
+	conn_send(c, body, n);
+	assert_true(SSL_shutdown(c->ssl) >= 0);
+	expect_echo_reply(c, n, body, n);
+	conn_free(c);
+	free(body);
+
+	/* no Content-Length in the response: the body ends at the close */
+	c = conn_tcp();
+	send_str(c->fd, "GET /stream/write HTTP/1.1\r\n\r\n");
+	size_t len = 0;
+	ssize_t k;
+	while ((k = recv(c->fd, c->buf + len, 4096, 0)) > 0)
+		len += (size_t)k;
+	c->buf[len] = '\0';
+	assert_non_null(strstr(c->buf, "HTTP/1.1 200 OK\r\n"));
+	assert_null(strcasestr(c->buf, "content-length"));
+	assert_non_null(strstr(c->buf, "\r\nconnection: close\r\n"));
+	assert_non_null(strstr(c->buf, "\r\n\r\nchunk;chunk;chunk;"));
+	assert_int_equal(strlen(strstr(c->buf, "\r\n\r\n")), 4 + 18);
+	conn_free(c);
+}
+
+/* A client that stalls: the reader times out, and the loop serves others
+ * meanwhile. */
+static void test_stream_stall(void **state)
+{
+	(void)state;
+	int mark = stream_mark();
+	struct conn *c = conn_tcp();
+	send_str(c->fd, "PUT /stream/stall HTTP/1.1\r\nContent-Length: 100\r\n\r\n0123456789");
+	struct conn *d = conn_tcp();
+	struct resp r = { 0 };
+	send_str(d->fd, "GET /meanwhile HTTP/1.1\r\n\r\n");
+	assert_true(read_resp(d, &r));
+	assert_int_equal(r.status, 200);
+	conn_free(d);
+	char want[32];
+	snprintf(want, sizeof want, "n=10 end=%d ", -ETIMEDOUT);
+	assert_non_null(strstr(stream_wait(mark), want));
+	assert_true(at_eof(c));
+	resp_clear(&r);
+	conn_free(c);
+}
+
+/* 1 GiB (sparse, with data at both ends and in the middle) for /stream/file */
+static void make_big(void)
+{
+	static bool made;
+	if (made)
+		return;
+	int fd = open(big_path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	char *p = pattern(1 << 20);
+	const off_t at[] = { 0, 512ll << 20, (1ll << 30) - (1 << 20) };
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pwrite(fd, p, 1 << 20, at[i]), 1 << 20);
+	close(fd);
+	free(p);
+	made = true;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int run(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof cmd, fmt, ap);
+	va_end(ap);
+	int st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* curl as the real client: a 1 GiB export by sendfile checked byte for byte,
+ * the same over TLS and the Unix socket (smaller), a 1 GiB import. */
+static void test_stream_curl(void **state)
+{
+	(void)state;
+	make_big();
+	const size_t g = 1u << 30, m = 64u << 20;
+	double t = now_s();
+	assert_int_equal(run("curl -sS --max-time 60 'http://127.0.0.1:%d/stream/file?n=%zu' | cmp - %s",
+			     port, g, big_path), 0);
+	double t2 = now_s();
+	assert_int_equal(run("curl -sS --max-time 60 -o /dev/null 'http://127.0.0.1:%d/stream/file?n=%zu'",
+			     port, g), 0);
+	double t3 = now_s();
+	print_message("export 1 GiB: %.0f MB/s into cmp, %.0f MB/s into /dev/null\n",
+		      g / 1e6 / (t2 - t), g / 1e6 / (t3 - t2));
+	assert_int_equal(run("curl -sS -k --max-time 60 'https://127.0.0.1:%d/stream/file?n=%zu' | cmp -n %zu - %s",
+			     tls_port, m, m, big_path), 0);
+	assert_int_equal(run("curl -sS --max-time 60 --unix-socket %s 'http://x/stream/file?n=%zu' | cmp -n %zu - %s",
+			     sock_path, m, m, big_path), 0);
+
+	/* import: curl -T sends Content-Length and Expect: 100-continue */
+	int fd = open(big_path, O_RDONLY);
+	struct sum sm = { 0 };
+	char *b = malloc(1 << 20);
+	ssize_t k;
+	while ((k = read(fd, b, 1 << 20)) > 0)
+		sum_add(&sm, b, (size_t)k);
+	close(fd);
+	free(b);
+	char out[320];
+	snprintf(out, sizeof out, "%s.out", big_path);
+	t = now_s();
+	assert_int_equal(run("curl -sS --max-time 60 -T %s -o %s 'http://127.0.0.1:%d/stream/echo'",
+			     big_path, out, port), 0);
+	t2 = now_s();
+	print_message("import 1 GiB: %.0f MB/s\n", g / 1e6 / (t2 - t));
+	FILE *f = fopen(out, "r");
+	assert_non_null(f);
+	char got[128] = { 0 }, want[128];
+	assert_non_null(fgets(got, sizeof got, f));
+	fclose(f);
+	unlink(out);
+	snprintf(want, sizeof want, "n=%zu end=0 sum=%016llx", g, (unsigned long long)sum_end(&sm));
+	assert_string_equal(got, want);
+}
+
+/* Clients that vanish mid-stream: errors, never a crash or SIGPIPE (this
+ * process does not ignore SIGPIPE). */
+static void test_stream_vanish(void **state)
+{
+	(void)state;
+	make_big();
+	int mark = stream_mark();
+	struct conn *c = calloc(1, sizeof *c);
+	c->fd = tcp_connect_rcvbuf(port, 4096);
+	send_str(c->fd, "GET /stream/file?n=268435456 HTTP/1.1\r\n\r\n");
+	char x[100];
+	assert_true(recv(c->fd, x, sizeof x, 0) > 0);
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 }; /* reset */
+	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	conn_free(c);
+	const char *rec = stream_wait(mark);
+	assert_non_null(strstr(rec, "sent n=268435456 rc=-"));
+
+	/* over TLS */
+	mark = stream_mark();
+	c = conn_tls_rcvbuf(4096);
+	ssl_send(c, "GET /stream/file?n=268435456 HTTP/1.1\r\n\r\n");
+	assert_true(SSL_read(c->ssl, x, sizeof x) > 0);
+	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	conn_free(c);
+	rec = stream_wait(mark);
+	assert_non_null(strstr(rec, "sent n=268435456 rc=-"));
+
+	/* mid-upload, with a reset */
+	mark = stream_mark();
+	c = conn_tcp();
+	send_str(c->fd, "PUT /stream/echo HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n");
+	char *body = pattern(100000);
+	conn_send(c, body, 100000);
+	free(body);
+	usleep(20000);
+	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	conn_free(c);
+	rec = stream_wait(mark);
+	assert_true(strstr(rec, "n=100000 end=0 ") || strstr(rec, " end=-104 "));
+
+	/* the server still serves */
+	c = conn_tcp();
+	struct resp r = { 0 };
+	send_str(c->fd, "GET /after HTTP/1.1\r\n\r\n");
+	assert_true(read_resp(c, &r));
+	assert_int_equal(r.status, 200);
+	resp_clear(&r);
+	conn_free(c);
+}
+
 /* Last: leave a request with the handler; the server is stopped and freed
  * before the handler answers (see group_teardown and ASan). */
 static void test_pending_at_stop(void **state)
@@ -868,6 +1381,12 @@ int main(void)
 		cmocka_unit_test(test_unix),
 		cmocka_unit_test(test_tls),
 		cmocka_unit_test(test_max_conns_idle),
+		cmocka_unit_test(test_stream_echo),
+		cmocka_unit_test(test_stream_expect),
+		cmocka_unit_test(test_stream_eof),
+		cmocka_unit_test(test_stream_stall),
+		cmocka_unit_test(test_stream_vanish),
+		cmocka_unit_test(test_stream_curl),
 		cmocka_unit_test(test_pending_at_stop),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
