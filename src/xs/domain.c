@@ -77,24 +77,16 @@ int xsd_domain_introduce(uint32_t domid, uint64_t mfn, uint32_t port)
 	size_t n = strlen(dir) + 8;
 	d->sock_path = util_malloc(n);
 	snprintf(d->sock_path, n, "%s/socket", dir);
-	if (xsd_unix_listen(&d->listener, d->sock_path, d) < 0) {
-		uv_close((uv_handle_t *)&d->listener, NULL);
-		/* the handle must outlive uv_close: keep d for the loop to finish */
-		d->listening = false;
+	d->listener = xsd_unix_listen(d->sock_path, d);
+	if (!d->listener) {
+		free(d->sock_path);
+		free(d);
 		return -EIO;
 	}
-	d->listening = true;
 	xsd.domains[domid] = d;
 	xsd.ndomains++;
 	xsd_watch_fire_special("@introduceDomain");
 	return 0;
-}
-
-static void listener_closed(uv_handle_t *h)
-{
-	struct xsd_domain *d = h->data;
-	free(d->sock_path);
-	free(d);
 }
 
 static void domain_close(struct xsd_domain *d, bool fire)
@@ -113,8 +105,9 @@ static void domain_close(struct xsd_domain *d, bool fire)
 	xs_store_domain_gone(xsd.store, d->domid);
 	if (fire)
 		xsd_watch_fire_special("@releaseDomain");
-	d->listener.data = d;
-	uv_close((uv_handle_t *)&d->listener, listener_closed);
+	xsd_listener_close(d->listener);
+	free(d->sock_path);
+	free(d);
 }
 
 int xsd_domain_release(uint32_t domid)

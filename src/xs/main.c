@@ -114,6 +114,7 @@ static void remove_files(void)
 static void on_stop(uv_signal_t *h, int signum)
 {
 	log_info("xenstored: signal %d, stopping", signum);
+	pthread_mutex_lock(&xsd.lock); /* kept: the connections' threads stop here */
 	if (xsd.dump_path) {
 		char *dfile = dupcat(xsd.dump_path, ".domains");
 		int r = xs_store_dump(xsd.store, xsd.dump_path);
@@ -135,8 +136,10 @@ static void on_stop(uv_signal_t *h, int signum)
 
 static void on_hup(uv_signal_t *h, int signum)
 {
+	pthread_mutex_lock(&xsd.lock);
 	if (xsd.trace_path)
 		xsd_trace_open(xsd.trace_path);
+	pthread_mutex_unlock(&xsd.lock);
 }
 
 static int initial_nodes(void)
@@ -343,10 +346,11 @@ int main(int argc, char **argv)
 	 * libxenstore writes a request's header and payload separately; under
 	 * SCHED_OTHER the header's wakeup often preempts the client, the daemon
 	 * reads 16 bytes, sleeps again and is woken for the payload (1.6 reads and
-	 * epoll_waits per request).  As batch it runs once the client blocks for
+	 * wakeups per request).  As batch it runs once the client blocks for
 	 * its answer and reads the whole request at once.  docs/xenstored.md. */
 	if (sched_setscheduler(0, policy, &(struct sched_param){ 0 }) < 0)
 		log_warn("xenstored: cannot set the scheduling policy: %s", strerror(errno));
+	pthread_mutex_init(&xsd.lock, NULL);
 	xsd.loop = uv_default_loop();
 	buf_init(&xsd.scratch);
 	buf_reserve(&xsd.scratch, XS_PAYLOAD_MAX * 2);
@@ -392,7 +396,8 @@ int main(int argc, char **argv)
 		}
 	}
 
-	if (xsd_unix_listen(&xsd.listener, xsd.sock_path, NULL) < 0)
+	xsd_transport_init();
+	if (!(xsd.listener = xsd_unix_listen(xsd.sock_path, NULL)))
 		return 1;
 	if (loaded && dfile)
 		xsd_domains_restore(dfile);

@@ -135,7 +135,7 @@ void xsd_watch_send_event(struct xsd_conn *c, const char *path, size_t plen,
 	size_t len = plen + 1 + tlen + 1;
 	if (len > XS_PAYLOAD_MAX || c->closing)
 		return; /* 4.17 does not send over-long events */
-	if (c->out.len + c->wbuf.len > XSD_OUT_MAX) {
+	if (c->out.len - c->out_off > XSD_OUT_MAX) {
 		log_warn("xenstored: connection %lu (domid %u) does not read; watch event dropped",
 			 (unsigned long)c->serial, c->domid);
 		return;

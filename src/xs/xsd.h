@@ -2,14 +2,18 @@
  * the access trace.  Shared by main.c, conn.c, watch.c, domain.c, trace.c;
  * not a library interface.
  *
- * One thread (the libuv loop) owns everything here.  A connection is
- * transport-agnostic: it is fed bytes (xsd_conn_feed) and queues reply bytes
- * in conn->out; the transport (today a Unix socket, later a shared ring)
- * drains conn->out when xsd_flush() asks it to.
+ * Everything here is guarded by xsd.lock.  Each connection has a thread of
+ * its own that blocks in recv() and handles what arrives under the lock; the
+ * libuv loop thread accepts connections, waits for sockets to drain that
+ * could not take all their output, and handles signals (docs/xenstored.md).
+ * A connection is transport-agnostic: it is fed bytes (xsd_conn_process) and
+ * queues reply bytes in conn->out; the transport (today a Unix socket, later
+ * a shared ring) drains conn->out when xsd_flush() asks it to.
  */
 #ifndef CX_XS_XSD_H
 #define CX_XS_XSD_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,10 +34,10 @@ struct xsd_watch;
 
 /* A transport under a connection. */
 struct xsd_conn_ops {
-	/* Try to send conn->out; return at once (asynchronous transports
-	 * keep what is left and call xsd_conn_sent later). */
+	/* Try to send conn->out (from out_off); return at once, keeping what
+	 * the peer cannot take yet for later. */
 	void (*flush)(struct xsd_conn *c);
-	/* Tear the transport down; calls xsd_conn_free when done. */
+	/* Tear the transport down; xsd_conn_free follows once it is idle. */
 	void (*close)(struct xsd_conn *c);
 };
 
@@ -55,17 +59,29 @@ struct xsd_conn {
 	struct xsd_conn *flush_next;
 	struct buf in;          /* unparsed input */
 	size_t in_off;          /* parsed up to here */
-	struct buf out;         /* queued output, not yet handed to the transport */
+	struct buf out;         /* queued output, sent up to out_off */
+	size_t out_off;
 	struct xsd_watch *watches; /* this connection's watches (list via cnext) */
 	unsigned nwatches;
 	struct xsd_txn_ref *txns;
 	unsigned ntxns, txn_cap;
 	/* transport (Unix socket) */
-	uv_pipe_t pipe;
-	uv_write_t wreq;
-	struct buf wbuf;        /* being written by uv_write */
-	bool writing;
-	bool reading;
+	int fd;
+	pthread_cond_t drained; /* output fell below XSD_OUT_MAX / 2 */
+	uv_poll_t wpoll;        /* loop thread: waits for the socket to drain */
+	bool wpoll_init, wpoll_on;
+	bool gone;              /* its thread has ended: free it */
+	bool job_queued;
+	struct xsd_conn *job_next;
+};
+
+/* A listening Unix socket: its accepts run on the loop thread. */
+struct xsd_listener {
+	int fd;
+	struct xsd_domain *dom; /* NULL: dom0's socket */
+	bool closed, started, job_queued;
+	uv_poll_t poll;
+	struct xsd_listener *job_next;
 };
 
 struct xsd_domain {
@@ -73,8 +89,7 @@ struct xsd_domain {
 	uint64_t mfn;
 	uint32_t port;
 	char *sock_path;
-	uv_pipe_t listener;
-	bool listening;
+	struct xsd_listener *listener;
 	struct xsd_conn *conns; /* via dnext */
 	unsigned nwatches;      /* over all its connections */
 	unsigned ntxns;
@@ -86,14 +101,16 @@ struct xsd_special_perms {
 };
 
 struct xsd {
+	pthread_mutex_t lock;   /* guards everything below */
 	uv_loop_t *loop;
+	uv_async_t wake;        /* jobs for the loop thread are queued */
 	struct xs_store *store;
 	struct xs_quota quota;
 	char *sock_path;
 	char *rundir;
 	char *dump_path;
 	bool verbose;
-	uv_pipe_t listener;
+	struct xsd_listener *listener;
 	struct xsd_conn *conns;
 	uint64_t conn_serial;
 	struct xsd_conn *flush_list;
@@ -124,8 +141,11 @@ void xsd_flush(void);                  /* flush every marked connection */
 /* Queue a packet. */
 void xsd_conn_send(struct xsd_conn *c, uint32_t type, uint32_t req_id,
 		   uint32_t tx_id, const void *p, size_t len);
-/* Unix socket transport */
-int xsd_unix_listen(uv_pipe_t *l, const char *path, struct xsd_domain *dom);
+/* Unix socket transport: listen on path (for dom, NULL = dom0); the loop
+ * thread starts accepting.  NULL on failure (logged). */
+void xsd_transport_init(void); /* on the loop thread, before uv_run */
+struct xsd_listener *xsd_unix_listen(const char *path, struct xsd_domain *dom);
+void xsd_listener_close(struct xsd_listener *l);
 
 /* watch.c */
 void xsd_watch_init(void);

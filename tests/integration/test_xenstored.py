@@ -1101,6 +1101,35 @@ def test_client_vanishes(xsd, with_state):
     with_state()
 
 
+def test_client_not_reading_replies(xsd):
+    """A client that sends requests but does not read the replies: once its
+    unsent output passes 8 MiB the daemon stops reading from it (its
+    requests wait in the socket), everyone else is served meanwhile, and when
+    it reads again it gets every reply, in order."""
+    w = xsd.raw()
+    big = b"v" * 4000
+    w.write("/slow/big", big)
+    slow = xsd.raw()
+    n = 4000  # 4,000 replies of ~4 KB: ~16 MiB, twice the limit
+    req = HDR.pack(TYPES["READ"], 0, 0, 10) + b"/slow/big\0"
+    data = b"".join(req[:4] + struct.pack("<I", i + 1) + req[8:] for i in range(n))
+    sender = threading.Thread(target=slow.send_raw, args=(data,))
+    sender.start()
+    time.sleep(0.5)
+    # the others are served while the slow client's output is stuck
+    for i in range(50):
+        w.write("/slow/other", str(i))
+        assert w.read("/slow/other") == str(i).encode()
+    slow.s.settimeout(30)
+    for i in range(n):
+        t, r, _, out = slow.recv()
+        assert (t, r) == (TYPES["READ"], i + 1)
+        assert out == big
+    sender.join(30)
+    assert not sender.is_alive()
+    assert slow.read("/slow/other") == b"49"
+
+
 def test_many_vanishing_transactions(xsd, with_state):
     for i in range(200):
         c = xsd.raw()
