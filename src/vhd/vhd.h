@@ -63,6 +63,9 @@ int vhd_open(const char *path, int flags, struct vhd **out);
 void vhd_close(struct vhd *v);
 int vhd_get_info(struct vhd *v, struct vhd_info *out);
 int vhd_fd(struct vhd *v);
+/* the path the image was opened by (for a parent: its locator resolved
+ * against the child's directory) */
+const char *vhd_path(struct vhd *v);
 
 /* Sector-aligned I/O on this one file (no parent): reads of sectors not
  * present in this file return zeros and, when present is non-NULL, clear
