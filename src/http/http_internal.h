@@ -25,6 +25,7 @@ struct http_tls_sess {
 	BIO *rbio; /* network -> SSL */
 	BIO *wbio; /* SSL -> network */
 	bool failed;
+	bool peer_closed; /* failed because the peer sent close_notify */
 };
 
 int http_tls_sess_init(struct http_tls_sess *t, SSL_CTX *ctx);
@@ -45,7 +46,8 @@ size_t http_tls_sess_take(struct http_tls_sess *t, char *dst, size_t n);
 void http_tls_sess_shutdown(struct http_tls_sess *t);
 /* Take the SSL object out of the session (which is then empty), for a
  * detached stream: *ct (malloc'd, or NULL) gets the ciphertext received but
- * not yet consumed by the SSL object.  0, or -1 if the session failed or
+ * not yet consumed by the SSL object.  0, or -1 if the session failed (a
+ * close_notify received is no failure here: the stream reads its end) or
  * ciphertext is still waiting to be sent. */
 int http_tls_sess_detach(struct http_tls_sess *t, SSL **ssl, char **ct, size_t *ct_len);
 

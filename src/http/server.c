@@ -1597,10 +1597,21 @@ struct fuzz_state {
 	struct http_conn *held;
 };
 
+static bool fuzz_stream(const struct http_req *req, void *opaque)
+{
+	(void)opaque;
+	return req->path[0] == '/' && req->path[1] == 's';
+}
+
 static void fuzz_handler(struct http_conn *c, struct http_req *req, void *opaque)
 {
 	struct fuzz_state *fs = opaque;
 	fs->delivered++;
+	if (req->streamed) { /* no socket to detach: answered, and closes */
+		assert(!http_detach(c) && req->body_len == 0);
+		http_respond_error(c, 404, req->path);
+		return;
+	}
 	char out[256];
 	/* exercise the helpers on what the parser produced */
 	(void)http_req_header(req, "content-type");
@@ -1635,7 +1646,7 @@ int http_fuzz_feed(const uint8_t *data, size_t len)
 		init = true;
 	}
 	struct fuzz_state fs = { 0 };
-	struct http_config cfg = { .max_head = 2048, .max_body = 8192 };
+	struct http_config cfg = { .max_head = 2048, .max_body = 8192, .stream_body = fuzz_stream };
 	struct http_server *s = http_server_new(&loop, &cfg, fuzz_handler, &fs);
 	struct http_conn *c = conn_new(s, HT_TCP, true);
 	conn_ref(c); /* keep it to look at after it closes */

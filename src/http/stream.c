@@ -36,6 +36,7 @@
 #define TLS_READ_BUF (256 * 1024)  /* SSL read-ahead buffer */
 #define SENDFILE_MAX (1u << 30)
 #define CLOSE_DRAIN_MS 2000        /* see http_stream_close */
+#define CLOSE_DRAIN_MAX (16u << 20)
 
 /* A socket call's errno as our error: a timed-out blocking call reports
  * EAGAIN. */
@@ -379,7 +380,8 @@ void http_stream_close(struct http_stream *s)
 		shutdown(s->fd, SHUT_WR);
 		uint64_t end = now_ms() + CLOSE_DRAIN_MS;
 		char sink[16384];
-		while (!s->sock_eof) {
+		size_t drained = 0;
+		while (!s->sock_eof && drained < CLOSE_DRAIN_MAX) {
 			uint64_t now = now_ms();
 			if (now >= end)
 				break;
@@ -389,6 +391,8 @@ void http_stream_close(struct http_stream *s)
 			ssize_t r = recv(s->fd, sink, sizeof sink, MSG_DONTWAIT);
 			if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
 				break;
+			if (r > 0)
+				drained += (size_t)r;
 		}
 		close(s->fd);
 	}

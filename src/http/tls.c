@@ -144,7 +144,7 @@ int http_tls_sess_input(struct http_tls_sess *t, const char *ct, size_t n,
 		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
 			return 0; /* need more ciphertext; handshake output may be pending */
 		if (err == SSL_ERROR_ZERO_RETURN) {
-			t->failed = true; /* peer sent close_notify */
+			t->failed = t->peer_closed = true; /* peer sent close_notify */
 			return -1;
 		}
 		ERR_clear_error();
@@ -206,7 +206,7 @@ int http_tls_sess_detach(struct http_tls_sess *t, SSL **ssl, char **ct, size_t *
 	*ssl = NULL;
 	*ct = NULL;
 	*ct_len = 0;
-	if (!t->ssl || t->failed || BIO_ctrl_pending(t->wbio) > 0)
+	if (!t->ssl || (t->failed && !t->peer_closed) || BIO_ctrl_pending(t->wbio) > 0)
 		return -1;
 	/* Normally empty: every input is decrypted until the SSL object wants
 	 * more, and a partial record then sits in the SSL object itself. */

@@ -949,6 +949,10 @@ static void test_feed(void **state)
 			  "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
 	/* the fifth is answered with an error page, which closes */
 	assert_int_equal(http_fuzz_feed((const uint8_t *)six, strlen(six)), 5);
+	/* a streamed request answered without a detach: it closes */
+	const char *st = "GET /a HTTP/1.1\r\n\r\nPUT /s HTTP/1.1\r\nContent-Length: 99\r\n\r\nGET /b "
+			 "HTTP/1.1\r\n\r\n";
+	assert_int_equal(http_fuzz_feed((const uint8_t *)st, strlen(st)), 2);
 	const char *bad = "GET / HTTP/1.1\r\n\r\nBLAH\r\n\r\n";
 	assert_int_equal(http_fuzz_feed((const uint8_t *)bad, strlen(bad)), -1);
 	assert_int_equal(http_fuzz_feed((const uint8_t *)"", 0), 0);
@@ -1068,7 +1072,8 @@ static void stream_echo_on(struct conn *c, size_t total, size_t first)
 	conn_send(c, b.p, b.len);
 	for (size_t off = first; off < total; off += 65536)
 		conn_send(c, body + off, total - off < 65536 ? total - off : 65536);
-	conn_send(c, "GET /next HTTP/1.1\r\n\r\n", 24);
+	const char *next = "GET /next HTTP/1.1\r\n\r\n";
+	conn_send(c, next, strlen(next));
 	expect_echo_reply(c, total, body, total);
 	buf_free(&b);
 	free(body);
@@ -1167,6 +1172,12 @@ static void test_stream_eof(void **state)
 	conn_send(c, body, n);
 	shutdown(c->fd, SHUT_WR);
 	expect_echo_reply(c, n, body, n);
+	conn_free(c);
+	/* a little, then close_notify at once (maybe read with the head) */
+	c = conn_tls();
+	ssl_send(c, "PUT /stream/echo HTTP/1.1\r\nContent-Length: 1125899906842624\r\n\r\nabc");
+	assert_true(SSL_shutdown(c->ssl) >= 0);
+	expect_echo_reply(c, 3, "abc", 3);
 	conn_free(c);
 	/* the same over TLS, ended with a close_notify */
 	c = conn_tls();
