@@ -12,6 +12,9 @@
  *   -EINVAL  bad argument or corrupt image (logged with the reason)
  *   -ECANCELED  the progress callback asked to stop
  *   -EOPNOTSUPP  the driver lacks the operation (SR_OPERATION_NOT_SUPPORTED)
+ *   -ENOTEMPTY  SR_NOT_EMPTY (sr_delete found VDIs that are not hidden)
+ *   -EMLINK  the VHD chain is too long to snapshot (the original's
+ *            SR_BACKEND_FAILURE_109 "SnapshotChainTooLong")
  */
 #ifndef CX_SM_H
 #define CX_SM_H
@@ -37,7 +40,9 @@ struct sm_vdi {
 	char name[SM_LOC_MAX];      /* a suggested name_label ("" = none); the ISO SR gives the file name */
 };
 
-/* An attached SR (a plugged PBD). */
+/* An attached SR (a plugged PBD).  The caller fills drv, uuid, path and
+ * physical_size; attach() initialises lock and priv, detach() destroys them
+ * (sr_create, sr_delete and probe need neither). */
 struct sm_sr {
 	const struct sm_driver *drv;
 	char uuid[40];
@@ -124,10 +129,28 @@ struct sm_driver {
 const struct sm_driver *sm_driver_find(const char *type);
 extern const struct sm_driver sm_file_driver, sm_iso_driver;
 
-/* Generic helpers (sm.c) over an opened image. */
+/* Generic helpers (sm.c) over an opened image.  Offsets and lengths need
+ * no alignment (partial sectors of a VHD are read-modify-written); off + len
+ * must not pass virtual_size (-EINVAL).  pread and pwrite return 0 when the
+ * whole range was transferred.  pwrite of an SM_VHD image checks first that
+ * the blocks it would allocate fit the file system (-ENOSPC, nothing
+ * written).  A write is on stable storage once sm_image_flush returned. */
 int sm_image_pread(struct sm_image *img, void *buf, size_t len, uint64_t off);
 int sm_image_pwrite(struct sm_image *img, const void *buf, size_t len, uint64_t off);
 int sm_image_flush(struct sm_image *img);
-void sm_image_close(struct sm_image *img);
+void sm_image_close(struct sm_image *img); /* the driver's vdi_close; NULL-safe */
+
+/* ---- shared by the drivers (sm.c) ------------------------------------------ */
+
+/* The SR's size: configured if nonzero, else the file system's (statvfs). */
+int sm_fs_size(const char *dir, uint64_t configured, uint64_t *size);
+/* 0 if bytes more fit the file system holding dir (its free space for
+ * unprivileged users, f_bavail), else -ENOSPC. */
+int sm_fs_fits(const char *dir, uint64_t bytes);
+/* Bytes a file takes on disk (st_blocks * 512). */
+uint64_t sm_file_bytes(const char *path);
+int sm_dir_sync(const char *dir);
+/* Close an image's file or chain (the drivers' vdi_close end with it). */
+void sm_image_release(struct sm_image *img);
 
 #endif
