@@ -95,6 +95,7 @@ struct vhd {
 /* Test hook: every write, sync and truncate of an image goes through these. */
 enum io_op { IO_WRITE, IO_SYNC, IO_TRUNC };
 static void (*io_hook)(int fd, enum io_op op, const void *buf, size_t len, uint64_t off);
+static uint32_t reserve_blocks = RESERVE_BLOCKS; /* tests make it small */
 
 /* ---- bytes --------------------------------------------------------------- */
 
@@ -855,8 +856,8 @@ static int alloc_block(struct vhd *v, uint64_t *off)
 {
 	if (v->next_off + v->span > v->res_end) {
 		uint64_t k = v->max_bat - v->allocated;
-		if (k > RESERVE_BLOCKS)
-			k = RESERVE_BLOCKS;
+		if (k > reserve_blocks)
+			k = reserve_blocks;
 		if (k == 0)
 			k = 1;
 		uint64_t res = v->next_off + k * v->span;
@@ -880,12 +881,22 @@ static int commit(struct vhd *v)
 {
 	if (!v->ndirty)
 		return 0;
-	int err = sync_fd(v->fd);
+	/* a new block's bitmap may go with its data (no BAT entry names the
+	 * block yet); an existing block's only once its data is durable */
+	int err = 0;
+	for (int pass = 0; pass < 2 && !err; pass++) {
+		for (uint32_t i = 0; i < v->ndirty && !err; i++) {
+			uint32_t b = v->dirty[i];
+			if (!!(v->bst[b] & BS_NEW) == (pass == 0))
+				err = wr(v->fd, v->bst[b] & BS_FULL ? v->ones : v->bm[b], v->bm_bytes,
+					 (uint64_t)v->bat[b] * SEC);
+		}
+		if (!pass && !err)
+			err = sync_fd(v->fd);
+	}
 	uint32_t secs[MAX_DIRTY], nsecs = 0;
 	for (uint32_t i = 0; i < v->ndirty && !err; i++) {
 		uint32_t b = v->dirty[i];
-		const uint8_t *bm = v->bst[b] & BS_FULL ? v->ones : v->bm[b];
-		err = wr(v->fd, bm, v->bm_bytes, (uint64_t)v->bat[b] * SEC);
 		if (v->bst[b] & BS_NEW) {
 			uint32_t s = b / (SEC / 4), j = 0;
 			while (j < nsecs && secs[j] != s)
