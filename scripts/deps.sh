@@ -5,7 +5,10 @@ PKGS="meson ninja-build gcc pkg-config libuv1-dev libssl-dev openssl libexpat1-d
  libjansson-dev libsqlite3-dev sqlite3 libpam0g-dev libpam-pwdfile uuid-dev libcrypt-dev
  libcmocka-dev libhttp-parser-dev python3 python3-pytest python3-os-xenapi
  clang libclang-rt-14-dev wrk curl
- xenstore-utils xen-utils-4.17 libxen-dev"
+ xenstore-utils xen-utils-4.17 libxen-dev
+ qemu-utils python3-libvhdi"
+# qemu-utils (qemu-img, format "vpc") and python3-libvhdi (pyvhdi): the
+# independent VHD readers of tests/integration/test_vhd_tools.py.
 # xenstore-utils, xen-utils-4.17, libxen-dev: Debian's xenstore clients,
 # daemons (the reference peers, run through tests/xs/peer.sh) and libxenstore,
 # for tests/integration/test_xenstored.py and bench/.  xen-utils-4.17 pulls in
