@@ -13,6 +13,8 @@
 
 #include "base/util.h"
 
+void (*sm_test_step)(const char *where);
+
 const struct sm_driver *sm_driver_find(const char *type)
 {
 	static const struct sm_driver *const drivers[] = {&sm_file_driver, &sm_iso_driver};

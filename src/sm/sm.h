@@ -152,5 +152,9 @@ uint64_t sm_file_bytes(const char *path);
 int sm_dir_sync(const char *dir);
 /* Close an image's file or chain (the drivers' vdi_close end with it). */
 void sm_image_release(struct sm_image *img);
+/* Tests only (NULL otherwise): called between the steps of the file SR's
+ * multi-step changes (snapshot, create, gc), so that a test can _exit()
+ * there as a crash would stop it. */
+extern void (*sm_test_step)(const char *where);
 
 #endif

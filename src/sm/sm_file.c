@@ -36,6 +36,7 @@
 #define TMP_PREFIX ".tmp."
 #define COALESCED_PREFIX ".coalesced."
 #define ID_FILE ".sr-uuid"
+#define STEP(where) do { if (sm_test_step) sm_test_step(where); } while (0)
 
 /* A VDI opened through vdi_open, and when it last changed (a write open,
  * resize or snapshot): gc compares with what it saw before copying. */
@@ -316,11 +317,13 @@ static int coalesced_finish(const char *dir, const char *name)
 		}
 		if (r == 0)
 			log_info("sm file %s: %s relinked to %s", dir, K, P);
+		STEP("gc: relinked");
 	}
 	if (d)
 		closedir(d);
 	if (r == 0)
 		r = unlink_ok(pc);
+	STEP("gc: merged child removed");
 	if (r == 0)
 		r = sm_dir_sync(dir);
 	if (r < 0)
@@ -702,8 +705,10 @@ static int file_vdi_create(struct sm_sr *sr, uint64_t size, struct sm_vdi *out)
 	img_path(path, f->dir, loc);
 	pthread_mutex_lock(&sr->lock);
 	r = vhd_create_dynamic(tmp, size, 0);
+	STEP("create: made");
 	if (r == 0)
 		r = rename_noreplace(tmp, path);
+	STEP("create: renamed");
 	if (r == 0)
 		r = sm_dir_sync(f->dir);
 	if (r < 0)
@@ -794,21 +799,27 @@ static int file_vdi_snapshot(struct sm_sr *sr, const char *location, struct sm_v
 		r = fd < 0 ? -errno : (close(fd), sm_dir_sync(f->dir));
 		if (r < 0)
 			unlink_ok(pm);
+		STEP("snapshot: marker");
 	}
 	if (r == 0) {
 		r = rename_noreplace(pl, pb);
+		STEP("snapshot: renamed");
 		if (r < 0) {
 			unlink_ok(pm);
 		} else {
 			r = vhd_create_diff(pl, pb, rel);
+			STEP("snapshot: leaf made");
 			if (r == 0)
 				r = vhd_create_diff(pn, pb, rel);
+			STEP("snapshot: new VDI made");
 			if (r == 0)
 				r = set_hidden(pb, true);
+			STEP("snapshot: base hidden");
 			/* Not synced: until the directory changes again, recover()
 			 * would find every file in place and only hide B again. */
 			if (r == 0)
 				r = unlink_ok(pm);
+			STEP("snapshot: done");
 			if (r < 0) {
 				log_err("sm file %s: snapshot of %s failed: %s", f->dir, location,
 					strerror(-r));
@@ -984,6 +995,7 @@ static int gc_step(struct sm_sr *sr, sm_progress_fn pfn, void *pctx)
 		r = img_path(pp, dir, n->v.location);
 		if (r == 0 && unlink(pp) < 0)
 			r = -errno;
+		STEP("gc: base removed");
 		if (r == 0)
 			r = sm_dir_sync(dir);
 		graph_free(&g);
@@ -1033,6 +1045,7 @@ static int gc_step(struct sm_sr *sr, sm_progress_fn pfn, void *pctx)
 	r = vhd_coalesce(vc, vp, gc_progress, &gp);
 	vhd_close(vc);
 	vhd_close(vp);
+	STEP("gc: copied");
 	pthread_mutex_lock(&sr->lock);
 	if (r < 0) {
 		log_err("sm file %s: merging %s into %s: %s", dir, C.v.location, P.v.location,
@@ -1061,8 +1074,10 @@ static int gc_step(struct sm_sr *sr, sm_progress_fn pfn, void *pctx)
 		/* P takes C's name: unhidden first (a crash in between leaves a
 		 * parent unhidden, which graph_load hides again) */
 		r = set_hidden(pp, false);
+		STEP("gc: base unhidden");
 		if (r == 0 && rename(pp, pc) < 0)
 			r = -errno;
+		STEP("gc: base renamed");
 		if (r == 0)
 			r = sm_dir_sync(dir);
 		if (r == 0)
@@ -1076,6 +1091,7 @@ static int gc_step(struct sm_sr *sr, sm_progress_fn pfn, void *pctx)
 			r = -errno;
 		if (r == 0)
 			r = sm_dir_sync(dir);
+		STEP("gc: child set aside");
 		if (r == 0)
 			r = coalesced_finish(dir, name);
 	}

@@ -96,7 +96,7 @@ static void vdi_write(struct sm_sr *sr, const char *loc, uint64_t off, size_t le
 	free(buf);
 }
 
-/* 0 if the whole of loc reads as model (size bytes) */
+/* 0 if the whole of loc reads as model (size bytes); -EIO if it differs */
 static int vdi_compare(struct sm_sr *sr, const char *loc, const uint8_t *model, uint64_t size)
 {
 	struct sm_image img;
@@ -107,14 +107,8 @@ static int vdi_compare(struct sm_sr *sr, const char *loc, const uint8_t *model, 
 	for (uint64_t off = 0; r == 0 && off < size; off += 4 * MiB) {
 		size_t n = size - off < 4 * MiB ? (size_t)(size - off) : 4 * MiB;
 		r = sm_image_pread(&img, buf, n, off);
-		if (r == 0 && memcmp(buf, model + off, n) != 0) {
-			for (size_t i = 0; i < n; i++)
-				if (buf[i] != model[off + i]) {
-					print_error("%s differs at %llu\n", loc, (unsigned long long)(off + i));
-					break;
-				}
+		if (r == 0 && memcmp(buf, model + off, n) != 0)
 			r = -EIO;
-		}
 	}
 	free(buf);
 	sm_image_close(&img);
@@ -641,25 +635,34 @@ static void job_snapshots(const struct sm_sr *proto)
 	}
 }
 
-/* After a crash: every file sound, every VDI reads as its model (other
- * VDIs, snapshots made just before the crash, read as the first one),
- * and gc finishes. */
+/* After a crash: every file sound; loc reads as m and loc2 (if not NULL)
+ * as m2 (loc2 may be gone when it was being deleted: gone2_ok); any other
+ * VDI is a snapshot of loc made just before the crash (reads as m) or a
+ * new empty VDI (zeros); and gc finishes. */
 static void check_after_crash(struct sm_sr *proto, const char *loc, const uint8_t *m, uint64_t size,
-			      const char *loc2, const uint8_t *m2)
+			      const char *loc2, const uint8_t *m2, bool gone2_ok)
 {
 	struct sm_sr *sr = sr_reopen(proto);
 	struct scan_list l;
-	assert_int_equal(check_all(sr->path), 0);
-	scan(sr, &l);
-	for (int i = 0; i < l.n; i++)
-		if (!l.v[i].hidden)
-			assert_int_equal(vdi_compare(sr, l.v[i].location, loc2 && !strcmp(l.v[i].location, loc2) ? m2 : m, size), 0);
-	assert_non_null(scan_find(&l, loc));
-	assert_int_equal(gc_all(sr), 0);
-	assert_int_equal(check_all(sr->path), 0);
-	vdi_expect(sr, loc, m, size);
-	if (loc2)
-		vdi_expect(sr, loc2, m2, size);
+	uint8_t *zero = util_calloc(1, size);
+	for (int pass = 0; pass < 2; pass++) { /* before gc and after */
+		assert_int_equal(check_all(sr->path), 0);
+		scan(sr, &l);
+		assert_non_null(scan_find(&l, loc));
+		vdi_expect(sr, loc, m, size);
+		if (loc2 && !(gone2_ok && !scan_find(&l, loc2)))
+			vdi_expect(sr, loc2, m2, size);
+		for (int i = 0; i < l.n; i++) {
+			const char *x = l.v[i].location;
+			if (l.v[i].hidden || !strcmp(x, loc) || (loc2 && !strcmp(x, loc2)))
+				continue;
+			if (vdi_compare(sr, x, m, size) != 0)
+				assert_int_equal(vdi_compare(sr, x, zero, size), 0);
+		}
+		if (pass == 0)
+			assert_int_equal(gc_all(sr), 0);
+	}
+	free(zero);
 	sr_close(sr);
 }
 
@@ -704,7 +707,7 @@ static void test_crash_gc(void **state)
 		} else {
 			killed += run_killed(job_gc, proto, t_gc * (double)rand() / RAND_MAX);
 		}
-		check_after_crash(proto, v.location, m, size, keep_s ? s.location : NULL, ms);
+		check_after_crash(proto, v.location, m, size, keep_s ? s.location : NULL, ms, false);
 		if (keep_s) {
 			sr = sr_reopen(proto);
 			assert_int_equal(sm_file_driver.vdi_delete(sr, s.location), 0);
@@ -737,7 +740,7 @@ static void test_crash_snapshot(void **state)
 	sr->drv->detach(sr);
 	for (int round = 0; round < 30; round++) {
 		run_killed(job_snapshots, sr, 0.002 + 0.1 * (double)rand() / RAND_MAX);
-		check_after_crash(sr, v.location, m, size, NULL, NULL);
+		check_after_crash(sr, v.location, m, size, NULL, NULL, false);
 		/* snapshots finished just before the kill remain, as VDIs */
 		struct sm_sr *s2 = sr_reopen(sr);
 		struct scan_list l;
@@ -753,6 +756,81 @@ static void test_crash_snapshot(void **state)
 	free(sr->path);
 	free(sr);
 	free(m);
+}
+
+/* A crash (an _exit) between every two steps of create, snapshot, delete and
+ * the merges gc makes (hidden child and leaf) and its removal of a base. */
+static int step_target, step_count;
+static void step_exit(const char *where)
+{
+	if (++step_count == step_target)
+		_exit(77);
+}
+
+static char step_v[SM_LOC_MAX], step_s[SM_LOC_MAX];
+static void job_steps(const struct sm_sr *proto)
+{
+	struct sm_sr sr = *proto;
+	struct sm_vdi n, s2, b2, s3, b3;
+	sm_test_step = step_exit;
+	if (sm_file_driver.attach(&sr) < 0 || sm_file_driver.vdi_create(&sr, 8 * MiB, &n) < 0 ||
+	    sm_file_driver.vdi_snapshot(&sr, step_v, &s2, &b2) < 0 ||
+	    sm_file_driver.vdi_delete(&sr, s2.location) < 0 || gc_all(&sr) < 0 ||
+	    sm_file_driver.vdi_delete(&sr, step_s) < 0 || gc_all(&sr) < 0 ||
+	    /* a base left with no child at all */
+	    sm_file_driver.vdi_snapshot(&sr, n.location, &s3, &b3) < 0 ||
+	    sm_file_driver.vdi_delete(&sr, s3.location) < 0 ||
+	    sm_file_driver.vdi_delete(&sr, n.location) < 0 || gc_all(&sr) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+static void test_crash_steps(void **state)
+{
+	(void)state;
+	uint64_t size = 8 * MiB;
+	uint8_t *m = util_calloc(1, size), *ms = util_malloc(size);
+	int n;
+	for (n = 1; n < 100; n++) {
+		char name[32];
+		struct sm_vdi v, s0, b0, s, b;
+		snprintf(name, sizeof name, "steps%d", n);
+		struct sm_sr *sr = sr_open(&sm_file_driver, sr_dir(name), true);
+		memset(m, 0, size);
+		assert_int_equal(sm_file_driver.vdi_create(sr, size, &v), 0);
+		vdi_write(sr, v.location, 0, 4 * MiB, 1, m);
+		assert_int_equal(sm_file_driver.vdi_snapshot(sr, v.location, &s0, &b0), 0);
+		vdi_write(sr, v.location, MiB, 4 * MiB, 2, m);
+		assert_int_equal(sm_file_driver.vdi_snapshot(sr, v.location, &s, &b), 0);
+		memcpy(ms, m, size);
+		vdi_write(sr, v.location, 3 * MiB, 4 * MiB, 3, m);
+		assert_int_equal(sm_file_driver.vdi_delete(sr, s0.location), 0);
+		snprintf(step_v, sizeof step_v, "%s", v.location);
+		snprintf(step_s, sizeof step_s, "%s", s.location);
+		sr->drv->detach(sr);
+
+		step_target = n;
+		step_count = 0;
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			log_level_max = LOG_ERR_;
+			job_steps(sr);
+		}
+		int st;
+		waitpid(pid, &st, 0);
+		assert_true(WIFEXITED(st));
+		check_after_crash(sr, v.location, m, size, s.location, ms, true);
+		free(sr->path);
+		free(sr);
+		if (WEXITSTATUS(st) == 0)
+			break; /* the job ran to its end: every step was tried */
+		assert_int_equal(WEXITSTATUS(st), 77);
+	}
+	print_message("crashed at each of %d steps\n", n - 1);
+	assert_true(n > 10);
+	free(m);
+	free(ms);
 }
 
 /* ---- the ISO SR ------------------------------------------------------------------ */
@@ -847,6 +925,7 @@ int main(void)
 		cmocka_unit_test(test_iso),
 		cmocka_unit_test(test_crash_gc),
 		cmocka_unit_test(test_crash_snapshot),
+		cmocka_unit_test(test_crash_steps),
 		cmocka_unit_test(test_enospc), /* last: it leaves this process in its own mount namespace */
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
