@@ -471,6 +471,69 @@ static void test_delete_gc_intermediate(void **state)
 	sr_close(sr);
 }
 
+/* What happens to a VDI while gc copies it into its base (without the SR
+ * lock) makes gc give up the switch; the next gc merges what is there. */
+struct meddle {
+	struct sm_sr *sr;
+	const char *loc;
+	int what; /* 0 write, 1 snapshot, 2 delete */
+	bool done;
+	uint8_t *model;
+	struct sm_vdi snap;
+};
+
+static int meddle_progress(void *ctx, double fraction)
+{
+	struct meddle *md = ctx;
+	struct sm_vdi b;
+	if (md->done)
+		return 0;
+	md->done = true;
+	if (md->what == 0)
+		vdi_write(md->sr, md->loc, 5 * MiB, MiB, 7, md->model);
+	else if (md->what == 1)
+		assert_int_equal(md->sr->drv->vdi_snapshot(md->sr, md->loc, &md->snap, &b), 0);
+	else
+		assert_int_equal(md->sr->drv->vdi_delete(md->sr, md->loc), 0);
+	return 0;
+}
+
+static void test_gc_concurrent(void **state)
+{
+	(void)state;
+	uint64_t size = 8 * MiB;
+	for (int what = 0; what < 3; what++) {
+		char name[32];
+		snprintf(name, sizeof name, "gcconc%d", what);
+		const char *dir = sr_dir(name);
+		struct sm_sr *sr = sr_open(&sm_file_driver, dir, true);
+		struct sm_vdi v, s, b;
+		uint8_t *m = util_calloc(1, size);
+		assert_int_equal(sm_file_driver.vdi_create(sr, size, &v), 0);
+		vdi_write(sr, v.location, 0, 4 * MiB, 1, m);
+		assert_int_equal(sm_file_driver.vdi_snapshot(sr, v.location, &s, &b), 0);
+		vdi_write(sr, v.location, 2 * MiB, 4 * MiB, 2, m);
+		assert_int_equal(sm_file_driver.vdi_delete(sr, s.location), 0);
+
+		struct meddle md = {sr, v.location, what, false, m, {{0}}};
+		assert_int_equal(sm_file_driver.gc(sr, meddle_progress, &md), 1);
+		assert_true(md.done);
+		assert_int_equal(count_files(dir, ".vhd"), what == 0 ? 2 : what == 1 ? 4 : 1);
+		assert_int_equal(check_all(dir), 0);
+		if (what < 2)
+			vdi_expect(sr, v.location, m, size);
+		assert_int_equal(gc_all(sr), 0);
+		assert_int_equal(check_all(dir), 0);
+		if (what < 2)
+			vdi_expect(sr, v.location, m, size);
+		if (what == 1)
+			vdi_expect(sr, md.snap.location, m, size);
+		assert_int_equal(count_files(dir, ".vhd"), what == 0 ? 1 : what == 1 ? 3 : 0);
+		free(m);
+		sr_close(sr);
+	}
+}
+
 static void test_resize(void **state)
 {
 	(void)state;
@@ -920,6 +983,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_clone),
 		cmocka_unit_test(test_delete_gc_leaf),
 		cmocka_unit_test(test_delete_gc_intermediate),
+		cmocka_unit_test(test_gc_concurrent),
 		cmocka_unit_test(test_resize),
 		cmocka_unit_test(test_space),
 		cmocka_unit_test(test_iso),
