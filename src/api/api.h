@@ -72,6 +72,7 @@ extern const struct api_impl role_impls[];
 extern const struct api_impl event_impls[];
 extern const struct api_impl message_impls[];
 extern const struct api_impl task_impls[];
+extern const struct api_impl storage_impls[];
 
 /* Global state of the API server (set up by main). */
 struct api_server {

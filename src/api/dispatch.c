@@ -54,6 +54,7 @@ int api_init(void)
 	bind_table(event_impls);
 	bind_table(message_impls);
 	bind_table(task_impls);
+	bind_table(storage_impls);
 	return 0;
 }
 
