@@ -118,6 +118,15 @@ static bool entry_loc(const char *name, char out[SM_LOC_MAX])
 	return true;
 }
 
+/* A regular file (not a directory or link that happens to be named *.vhd). */
+static bool is_regular(DIR *d, const struct dirent *e)
+{
+	struct stat st;
+	if (e->d_type != DT_UNKNOWN)
+		return e->d_type == DT_REG;
+	return fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
 static bool starts(const char *s, const char *prefix)
 {
 	return strncmp(s, prefix, strlen(prefix)) == 0;
@@ -305,7 +314,8 @@ static int coalesced_finish(const char *dir, const char *name)
 	struct dirent *e;
 	while (r == 0 && (e = readdir(d))) {
 		char pk[PATH_MAX];
-		if (!entry_loc(e->d_name, K) || img_path(pk, dir, K) < 0 || get_info(pk, ki) < 0)
+		if (!entry_loc(e->d_name, K) || !is_regular(d, e) || img_path(pk, dir, K) < 0 ||
+		    get_info(pk, ki) < 0)
 			continue;
 		if (ki->type != VHD_DIFF || memcmp(ki->parent_uuid, ci->uuid, 16) != 0)
 			continue;
@@ -414,7 +424,7 @@ static int graph_load(const char *dir, struct graph *g)
 	struct dirent *e;
 	char loc[SM_LOC_MAX];
 	while (r == 0 && (e = readdir(d))) {
-		if (!entry_loc(e->d_name, loc))
+		if (!entry_loc(e->d_name, loc) || !is_regular(d, e))
 			continue;
 		if (g->len == cap) {
 			cap = cap ? 2 * cap : 16;

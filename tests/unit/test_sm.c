@@ -239,8 +239,12 @@ static void test_create_scan_probe(void **state)
 	assert_int_equal(w.virtual_size, 2 * MiB);
 	assert_int_equal(sm_file_driver.vdi_create(sr, VHD_MAX_SIZE + 1, &w), -EINVAL);
 
+	char odd[200];
+	snprintf(odd, sizeof odd, "%s/folder.vhd", dir); /* not an image: ignored */
+	assert_int_equal(mkdir(odd, 0700), 0);
 	scan(sr, &l);
 	assert_int_equal(l.n, 2);
+	assert_int_equal(rmdir(odd), 0);
 	assert_non_null(scan_find(&l, v.location));
 	assert_int_equal(scan_find(&l, v.location)->virtual_size, 12 * MiB);
 
