@@ -409,3 +409,26 @@ def test_restart_and_kill9_mid_copy(xapi_bin, XenAPI):
         srv.stop()
         shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(srd, ignore_errors=True)
+
+
+def test_iso_sr(x, XenAPI, srdir):
+    sr = x.SR.create(host_of(x), {"location": srdir}, "0", "isos", "", "iso", "iso", False, {})
+    with open(os.path.join(srdir, "tools.iso"), "wb") as f:
+        f.write(b"\1" * (3 * 2048))
+    x.SR.scan(sr)
+    [v] = x.SR.get_VDIs(sr)
+    r = x.VDI.get_record(v)
+    assert r["name_label"] == "tools.iso" and r["location"] == "tools.iso"
+    assert r["read_only"] is True and int(r["virtual_size"]) == 3 * 2048 and r["managed"] is True
+    ops = x.SR.get_allowed_operations(sr)
+    assert "scan" in ops and "vdi_create" not in ops and "vdi_snapshot" not in ops
+    assert "snapshot" not in r["allowed_operations"] and "clone" not in r["allowed_operations"]
+    assert failure(XenAPI, new_vdi, x, sr, MiB) == ["SR_OPERATION_NOT_SUPPORTED", sr]
+    assert failure(XenAPI, x.VDI.snapshot, v, {}) == ["SR_OPERATION_NOT_SUPPORTED", sr]
+    # a VDI copied out of the ISO SR into a file SR
+    fsr = make_sr(x, os.path.join(srdir, "f"))
+    c = x.VDI.copy(v, fsr, NULL, NULL)
+    assert int(x.VDI.get_virtual_size(c)) >= 3 * 2048 and x.VDI.get_read_only(c) is False
+    os.unlink(os.path.join(srdir, "tools.iso"))
+    x.SR.scan(sr)
+    assert x.SR.get_VDIs(sr) == []
