@@ -369,6 +369,17 @@ static void test_snapshot_clone(void **state)
 	assert_int_equal(check_all(dir), 0);
 	assert_int_equal(gc_all(sr), 0); /* nothing to collect */
 	assert_int_equal(count_files(dir, ".vhd"), 5);
+
+	/* relative parent locators: the directory moved whole still works */
+	sr->drv->detach(sr);
+	const char *moved = sr_dir("snap-moved");
+	assert_int_equal(rename(dir, moved), 0);
+	free(sr->path);
+	sr->path = util_strdup(moved);
+	assert_int_equal(sr->drv->attach(sr), 0);
+	vdi_expect(sr, c.location, m2, size);
+	vdi_expect(sr, s.location, m0, size);
+	vdi_expect(sr, v.location, m1, size);
 	free(m0);
 	free(m1);
 	free(m2);
