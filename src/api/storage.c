@@ -1225,17 +1225,24 @@ static void gc_sr(const char *sr_ref, bool rescan)
 		db_ref_new(key);
 		struct mark m = {.key = key, .sr_op = "scan"};
 		snprintf(m.sr, sizeof(m.sr), "%s", sr_ref);
-		if (mark_retry(&m, NULL, &e) == 0) {
+		if (mark_once(&m, &e) == 0) {
 			if (sr_reconcile(a, sr_ref, &e) < 0)
 				log_warn("SR %s: rescan after garbage collection: %s", a->sr.uuid,
 					 e.code);
 			unmark(&m);
 		} else {
-			log_warn("SR %s: rescan after garbage collection: %s", a->sr.uuid, e.code);
+			/* busy (or going: an unplug waits for us to let the SR go):
+			 * let it go and come back later */
+			bool busy = strcmp(e.code, "OTHER_OPERATION_IN_PROGRESS") == 0;
+			if (!busy)
+				log_warn("SR %s: rescan after garbage collection: %s", a->sr.uuid,
+					 e.code);
 			att_put(a);
 			xerr_clear(&e);
-			sleep_ms(1000);
-			gc_kick(sr_ref, true);
+			if (busy) {
+				sleep_ms(200);
+				gc_kick(sr_ref, true);
+			}
 			return;
 		}
 		if (steps)
