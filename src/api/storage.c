@@ -389,11 +389,9 @@ static uint64_t sr_free(struct att *a)
 }
 
 /* The SR of this host's plugged PBD, attached (users counted; att_put when
- * done).  A PBD marked attached in the database but not attached in this
- * process (a start without storage_start) is attached now.  NULL with
- * SR_HAS_NO_PBDS [sr] if no PBD of this host is plugged. */
-static int plug_att(const char *sr_ref, const char *type, const char *location, struct xerr *e);
-
+ * done).  NULL with HANDLE_INVALID [SR, ref], or SR_HAS_NO_PBDS [sr] when
+ * it is not attached here.  (storage_start attached every plugged PBD; a
+ * PBD.plug/unplug changes the memory first, then the row.) */
 static struct att *sr_get(const char *sr_ref, struct xerr *e)
 {
 	fields();
@@ -404,33 +402,14 @@ static struct att *sr_get(const char *sr_ref, struct xerr *e)
 	pthread_mutex_unlock(&att_lock);
 	if (a)
 		return a;
-	char type[64] = "", loc[4096] = "";
-	bool plugged = false;
 	db_rdlock();
-	struct db_row *sr = db_get(F.sr, sr_ref);
-	const struct val *pbds = col(sr, F.sr_pbds);
-	for (uint32_t i = 0; i < count(pbds); i++) {
-		struct db_row *p = db_get(F.pbd, pbds->u.items[i]->u.s);
-		if (p && col_bool(p, F.pbd_attached) &&
-		    strcmp(col_str(p, F.pbd_host), api_srv.host_ref) == 0) {
-			plugged = true;
-			const char *l = map_get(col(p, F.pbd_dc), "location");
-			snprintf(loc, sizeof(loc), "%s", l ? l : "");
-		}
-	}
-	snprintf(type, sizeof(type), "%s", col_str(sr, F.sr_type));
+	bool exists = db_get(F.sr, sr_ref) != NULL;
 	db_unlock();
-	if (!sr) {
+	if (!exists)
 		xerr_set(e, "HANDLE_INVALID", 2, "SR", sr_ref);
-		return NULL;
-	}
-	if (!plugged) {
+	else
 		xerr_set(e, "SR_HAS_NO_PBDS", 1, sr_ref);
-		return NULL;
-	}
-	if (plug_att(sr_ref, type, loc, e) < 0)
-		return NULL;
-	return sr_get(sr_ref, e);
+	return NULL;
 }
 
 /* Attach an SR in memory (driver attach); 0 if it is attached already. */
