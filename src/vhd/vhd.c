@@ -1625,6 +1625,12 @@ static int read_block(struct vhd_chain *c, uint32_t b, uint8_t *buf)
 
 int vhd_export(struct vhd_chain *c, int stop, vhd_write_fn w, void *wctx, vhd_progress_fn p, void *pctx)
 {
+	return vhd_export_over(c, stop, stop ? c->v[stop] : NULL, w, wctx, p, pctx);
+}
+
+int vhd_export_over(struct vhd_chain *c, int stop, struct vhd *base, vhd_write_fn w, void *wctx,
+		    vhd_progress_fn p, void *pctx)
+{
 	struct xlayout x;
 	int err = export_layout(c, stop, &x);
 	if (err)
@@ -1636,12 +1642,14 @@ int vhd_export(struct vhd_chain *c, int stop, vhd_write_fn w, void *wctx, vhd_pr
 		return -ENOMEM;
 	uint8_t *f = buf, *h = buf + SEC;
 	footer_init(f, x.delta ? VHD_DIFF : VHD_DYNAMIC, top->size);
+	/* the stream is the leaf: a delta exported later names it as its parent */
+	memcpy(f + F_UUID, top->footer + F_UUID, 16);
+	footer_seal(f);
 	header_init(h, x.table_off, x.max_bat);
 	put32(h + H_BS, x.bs);
 	if (x.delta) {
 		/* a differencing disk over the base, named by its uuid and a
 		 * relative locator "./<base file name>" */
-		struct vhd *base = c->v[stop];
 		struct stat st;
 		const char *name = strrchr(base->path, '/') ? strrchr(base->path, '/') + 1 : base->path;
 		memcpy(h + H_PUUID, base->footer + F_UUID, 16);

@@ -140,6 +140,12 @@ int vhd_export_size(struct vhd_chain *c, int stop, uint64_t *size);
  * backups), as the original's export with base= does. */
 int vhd_export(struct vhd_chain *c, int stop, vhd_write_fn w, void *wctx,
 	       vhd_progress_fn p, void *pctx);
+/* The same, naming base (an image outside the chain, e.g. the leaf of the
+ * VDI a backup holds the full export of) as the delta's parent: its uuid,
+ * timestamp and file name.  The stream's own uuid is always the leaf's, so a
+ * delta exported later over this VDI names this export as its parent. */
+int vhd_export_over(struct vhd_chain *c, int stop, struct vhd *base, vhd_write_fn w, void *wctx,
+		    vhd_progress_fn p, void *pctx);
 /* Read a VHD stream (dynamic or differencing; blocks in any order of
  * increasing file offset) and write its present sectors into dst at the same
  * virtual offsets.  A stream that ends early is -EPIPE after having written

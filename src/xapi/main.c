@@ -16,7 +16,9 @@
 #include "api/api.h"
 #include "api/events.h"
 #include "api/roles.h"
+#include "api/storage.h"
 #include "api/tasks.h"
+#include "api/transfer.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "http/http.h"
@@ -127,8 +129,17 @@ static const char index_html[] =
 	"<body><h1>cxapi</h1><p>XenAPI server. XML-RPC on <code>POST /</code>, "
 	"JSON-RPC on <code>POST /jsonrpc</code>.</p></body></html>";
 
+static bool on_stream(const struct http_req *r, void *opaque)
+{
+	return transfer_claims(r);
+}
+
 static void on_request(struct http_conn *c, struct http_req *r, void *opaque)
 {
+	if (r->streamed) {
+		transfer_start(c, r);
+		return;
+	}
 	if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0) {
 		if (strcmp(r->path, "/") == 0) {
 			struct buf b;
@@ -257,6 +268,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	api_init();
+	storage_start(); /* attach this host's plugged SRs; background GC */
 
 	loop = uv_default_loop();
 	struct events_config ec = {.delay_ms = cfg.event_delay_ms,
@@ -285,6 +297,7 @@ int main(int argc, char **argv)
 		.head_timeout_ms = 30000,
 		.idle_timeout_ms = 300000,
 		.max_conns = 4096,
+		.stream_body = on_stream,
 	};
 	server = http_server_new(loop, &hc, on_request, NULL);
 	if (!server || http_server_start(server) < 0) {
