@@ -12,8 +12,8 @@
  * Snapshots rename and create small files; gc merges a hidden parent with
  * its only child.  Every step is ordered so that a crash at any point leaves
  * either the old or the new state, and recover() (run under the SR lock
- * before every scan, gc and delete of a base) finishes or undoes what a crash
- * interrupted.  The argument, step by step, is in docs/storage.md. */
+ * at attach and before every scan, gc and delete) finishes or undoes what a
+ * crash interrupted.  The argument, step by step, is in docs/storage.md. */
 #include "sm/sm.h"
 
 #include <dirent.h>
@@ -609,9 +609,12 @@ static int file_attach(struct sm_sr *sr)
 	pthread_mutex_init(&f->gc_lock, NULL);
 	pthread_mutex_init(&sr->lock, NULL);
 	sr->priv = f;
-	/* a failure is logged and met again by the next scan or gc */
+	/* settle what a crash interrupted; a failure is logged and met again
+	 * by the next scan or gc */
+	struct graph g;
 	pthread_mutex_lock(&sr->lock);
-	recover(f->dir);
+	graph_load(f->dir, &g);
+	graph_free(&g);
 	pthread_mutex_unlock(&sr->lock);
 	return 0;
 }
@@ -731,22 +734,18 @@ static int file_vdi_delete(struct sm_sr *sr, const char *location)
 {
 	struct file_sr *f = sr->priv;
 	char path[PATH_MAX];
-	struct node nd;
+	struct graph g;
 	if (!loc_ok(location))
 		return -ENOENT;
 	pthread_mutex_lock(&sr->lock);
-	int r = node_read(f->dir, location, &nd);
-	if (r == 0 && is_open(f, location, false))
+	/* the whole directory, to be sure no image depends on this one */
+	int r = graph_load(f->dir, &g);
+	int i = r == 0 ? graph_find(&g, location) : -1;
+	if (r == 0 && i < 0)
+		r = -ENOENT;
+	else if (r == 0 && (g.n[i].nchild > 0 || is_open(f, location, false)))
 		r = -EBUSY;
-	if (r == 0 && nd.v.hidden) {
-		/* a base: refused while images depend on it */
-		struct graph g;
-		r = graph_load(f->dir, &g);
-		int i = r == 0 ? graph_find(&g, location) : -1;
-		if (i >= 0 && g.n[i].nchild > 0)
-			r = -EBUSY;
-		graph_free(&g);
-	}
+	graph_free(&g);
 	if (r == 0)
 		r = img_path(path, f->dir, location);
 	if (r == 0 && unlink(path) < 0)
