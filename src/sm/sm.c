@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -45,12 +44,6 @@ int sm_fs_fits(const char *dir, uint64_t bytes)
 	if (statvfs(dir, &st) < 0)
 		return -errno;
 	return bytes <= (uint64_t)st.f_bavail * st.f_frsize ? 0 : -ENOSPC;
-}
-
-uint64_t sm_file_bytes(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
 }
 
 int sm_dir_sync(const char *dir)

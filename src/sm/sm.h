@@ -147,8 +147,6 @@ int sm_fs_size(const char *dir, uint64_t configured, uint64_t *size);
 /* 0 if bytes more fit the file system holding dir (its free space for
  * unprivileged users, f_bavail), else -ENOSPC. */
 int sm_fs_fits(const char *dir, uint64_t bytes);
-/* Bytes a file takes on disk (st_blocks * 512). */
-uint64_t sm_file_bytes(const char *path);
 int sm_dir_sync(const char *dir);
 /* Close an image's file or chain (the drivers' vdi_close end with it). */
 void sm_image_release(struct sm_image *img);
