@@ -435,9 +435,17 @@ static void do_import(struct xfer *x, struct sm_image *img, const char *vdi)
 	}
 	if (r == 0 && known && rd.got < (uint64_t)cl)
 		r = -EPIPE; /* cut short */
-	if (r == -EFBIG || r == -ENOSPC)
+	if (r == -EFBIG) {
 		xerr_set(&x->err, "VDI_IO_ERROR", 1, "the data is larger than the VDI");
-	else if (r < 0)
+	} else if (r == -ENOSPC) {
+		/* the SR's file system is full (sm_image_pwrite checks first) */
+		char want[32], max[32];
+		uint64_t size = 0;
+		sm_fs_size(img->sr->path, img->sr->physical_size, &size);
+		snprintf(want, sizeof(want), "%" PRIu64, img->virtual_size);
+		snprintf(max, sizeof(max), "%" PRIu64, size);
+		xerr_set(&x->err, "SR_FULL", 2, want, max);
+	} else if (r < 0)
 		io_error(x, r, "import");
 	(void)vdi;
 }

@@ -1753,7 +1753,7 @@ int vhd_import(struct vhd *dst, vhd_read_fn r, void *rctx, vhd_progress_fn p, vo
 	if (size % SEC || size > VHD_MAX_SIZE || doff < SEC || doff > VHD_MAX_SIZE)
 		return -EINVAL;
 	if (size > dst->size)
-		return -ENOSPC;
+		return -EFBIG;
 	if ((err = skip_to(&s, doff, h, sizeof h)) || (err = rd(&s, h, sizeof h)))
 		return err;
 	uint32_t bs = get32(h + H_BS), max_bat = get32(h + H_MAXBAT);

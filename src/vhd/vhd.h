@@ -149,7 +149,7 @@ int vhd_export_over(struct vhd_chain *c, int stop, struct vhd *base, vhd_write_f
 /* Read a VHD stream (dynamic or differencing; blocks in any order of
  * increasing file offset) and write its present sectors into dst at the same
  * virtual offsets.  A stream that ends early is -EPIPE after having written
- * every complete block that arrived.  A stream larger than dst is -ENOSPC. */
+ * every complete block that arrived.  A stream larger than dst is -EFBIG. */
 int vhd_import(struct vhd *dst, vhd_read_fn r, void *rctx, vhd_progress_fn p, void *pctx);
 
 /* ---- maintenance ----------------------------------------------------------- */

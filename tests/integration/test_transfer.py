@@ -287,3 +287,35 @@ def test_tls_and_unix_socket(server, session):
     out = subprocess.run(["curl", "-sS", "--unix-socket", server.sock, "http://localhost/export_raw_vdi?vdi=%s" % vdi],
                          capture_output=True).stdout
     assert out[:len(data)] == data and len(out) == 8 * MIB
+
+
+def test_import_into_a_full_sr(server, session):
+    """An import the SR's file system cannot hold fails its task with SR_FULL;
+    what was written before stays readable, and the daemon goes on."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="cxapi-tiny-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", d], capture_output=True)
+    if r.returncode != 0:
+        os.rmdir(d)
+        pytest.skip("cannot mount a tmpfs: " + r.stderr.decode())
+    x = session.xenapi
+    try:
+        host = x.host.get_all()[0]
+        sr = x.SR.create(host, {"location": os.path.join(d, "sr")}, "0", "tiny", "", "file", "user", False, {})
+        vdi = x.VDI.create({"SR": sr, "virtual_size": str(64 * MIB), "type": "user", "sharable": False,
+                            "read_only": False, "other_config": {}, "name_label": "full",
+                            "name_description": ""})
+        task = x.task.create("full", "")
+        put(server, "/import_raw_vdi?session_id=%s&task_id=%s&vdi=%s" % (session._session, task, vdi),
+            pattern(16 * MIB, b"full"))
+        assert wait_task(session, task) == "failure"
+        err = x.task.get_error_info(task)
+        assert err[0] == "SR_FULL" and len(err) == 3, err
+        _, out = get(server, "/export_raw_vdi?session_id=%s&vdi=%s" % (session._session, vdi))
+        assert len(out) == 64 * MIB and out[:MIB] == pattern(16 * MIB, b"full")[:MIB]
+        x.VDI.destroy(vdi)
+        x.PBD.unplug(x.SR.get_PBDs(sr)[0])
+        x.SR.destroy(sr)
+    finally:
+        subprocess.run(["umount", d])
+        os.rmdir(d)
