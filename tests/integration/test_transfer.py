@@ -319,3 +319,28 @@ def test_import_into_a_full_sr(server, session):
     finally:
         subprocess.run(["umount", d])
         os.rmdir(d)
+
+
+def test_cancel_an_import(server, session):
+    sid = session._session
+    x = session.xenapi
+    vdi = new_vdi(session, 64 * MIB)
+    task = x.task.create("cancel me", "")
+    s = socket.create_connection(("127.0.0.1", server.http_port), timeout=30)
+    s.sendall(("PUT /import_raw_vdi?session_id=%s&task_id=%s&vdi=%s HTTP/1.1\r\nHost: x\r\n"
+               "Content-Length: %d\r\n\r\n" % (sid, task, vdi, 64 * MIB)).encode())
+    s.sendall(pattern(MIB))
+    assert s.recv(12) == b"HTTP/1.1 200"
+    x.task.cancel(task)
+    end = time.time() + 10
+    try:
+        while time.time() < end and x.task.get_status(task) == "pending":
+            s.sendall(b"\1" * 65536)
+            time.sleep(0.05)
+    except OSError:
+        pass  # the daemon closed the connection
+    s.close()
+    assert wait_task(session, task) == "cancelled"
+    # the VDI is usable again
+    r, _ = put(server, "/import_raw_vdi?session_id=%s&vdi=%s" % (sid, vdi), pattern(MIB))
+    assert r.status == 200
