@@ -7,15 +7,18 @@ client to act (create, rename or destroy a VM) it asks on stdout and this file
 does it with raw JSON-RPC, then answers on stdin.  docs/clients.md describes
 what is covered.
 """
+import hashlib
+import http.client
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 
 import pytest
 
-from conftest import MIN_VM, PASSWORD, ROOT
+from conftest import MIN_VM, PASSWORD, ROOT, JsonError
 
 XO_DIR = os.path.join(ROOT, "tests", "xo")
 CLIENT = os.path.join(XO_DIR, "client.mjs")
@@ -114,6 +117,9 @@ def answer(server, session, msg):
         if a == "destroy_vm":
             server.json_call("VM.destroy", session, msg["ref"])
             return {"ok": True}
+        if a == "vdi_records":
+            return {"ok": True, "records": {r: server.json_call("VDI.get_record", session, r)
+                                            for r in msg["refs"]}}
         return {"ok": False, "error": "unknown ask " + a}
     except Exception as e:  # reported by the script as its step's failure
         return {"ok": False, "error": repr(e)}
@@ -248,3 +254,188 @@ def test_connect_sequence_on_the_wire(node, server, other, transport):
     assert sorted(m[4:first_from]) == sorted(t + ".get_all_records" for t in types), m[4:first_from]
     assert m.count("task.get_all_records") == 1, [x for x in m if x.startswith(("event.", "task."))]
     assert "task.destroy" in m and "Async.VM.create" in m, m[-5:]
+
+
+# ------------------------------------------------------------------ storage
+
+MIB = 1 << 20
+PIB = "1125899906842624"  # XO's Content-Length for a stream of unknown length
+
+
+def pattern(n, seed):
+    """The bytes client.mjs's pattern() makes."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256((seed + str(i)).encode()).digest() * 128
+        i += 1
+    return bytes(out[:n])
+
+
+def xo_data():
+    """What the vdi-transfer step imports first (see client.mjs)."""
+    return pattern(6 * MIB, "xo") + b"\0" * (4 * MIB) + pattern(2 * MIB + 1234, "xo-tail")
+
+
+def export_raw(server, session, vdi):
+    """The daemon's raw export of a VDI, read with http.client."""
+    c = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    c.request("GET", "/export_raw_vdi/?session_id=%s&vdi=%s&format=raw" % (session, vdi))
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    assert r.status == 200, (r.status, data[:200])
+    return data
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_vdi_create_snapshot_clone_resize_destroy(node, server, other, transport):
+    """xo-server's VDI_create, snapshotVdi, VDI_clone, _resizeVdi and
+    VDI_destroy through callAsync; the cache follows every change (SR.VDIs,
+    snapshot_of and snapshots, the hidden bases, virtual_size) and agrees with
+    another client's VDI.get_record."""
+    r = run_xo(node, server, other, ["connect", "vdi"], transport=transport)
+    (vdi,) = r.ok("vdi")
+    assert vdi["shrink_error"] == ["SR_BACKEND_FAILURE_79", "",
+                                   "VDI Invalid size [opterr=shrinking not allowed]", ""], vdi
+    for ref in (vdi["ref"], vdi["snapshot"], vdi["clone"]):
+        with pytest.raises(JsonError) as e:
+            server.json_call("VDI.get_record", other, ref)
+        assert e.value.details == ["HANDLE_INVALID", "VDI", ref]
+    tasks = server.json_call("task.get_all_records", other)
+    assert not [t for t in tasks.values() if t["name_label"].startswith("Async.VDI.")], tasks
+
+
+def check_vdi(server, session, ref, want):
+    """Another client's raw export of a VDI holds want, then zeros."""
+    got = export_raw(server, session, ref)
+    assert len(got) == 16 * MIB and got[:len(want)] == want
+    assert got[len(want):].count(0) == len(got) - len(want)
+    assert server.json_call("VDI.get_other_config", session, ref) == {}
+
+
+def no_xo_tasks(server, session):
+    tasks = server.json_call("task.get_all_records", session)
+    assert not [t for t in tasks.values() if t["name_label"].startswith("[XO] ")], tasks
+
+
+def transfers(wire):
+    """The HTTP transfers the proxy saw: (path, format, vdi, Content-Length,
+    whether task_id was given); every one with XO's session and no chunking."""
+    seen = [s for s in wire["seen"] if not s["path"].startswith("POST ")]
+    sid = seen[0]["query"]["session_id"]
+    assert sid.startswith("OpaqueRef:")
+    for s in seen:
+        assert s["query"]["session_id"] == sid and s.get("transfer_encoding") is None, s
+        assert set(s["query"]) <= {"session_id", "task_id", "format", "vdi"}, s
+        assert s["query"].get("task_id", "OpaqueRef:").startswith("OpaqueRef:"), s
+    return [(s["path"], s["query"].get("format"), s["query"].get("vdi"), s.get("content_length"),
+             "task_id" in s["query"]) for s in seen]
+
+
+def check_transfer(server, other, x, tmp_path):
+    """What the vdi-transfer step imported, read by another client; XO's vhd
+    export read by qemu-img."""
+    data = xo_data()
+    assert x["data_len"] == len(data) and x["data_sha256"] == hashlib.sha256(data).hexdigest()
+    a = x["vdis"]["a"]
+    assert x["raw_export"] == {"result": a, "status": "success"}, x
+    check_vdi(server, other, a, data)
+    assert os.path.getsize(x["vhd_file"]) == x["vhd_len"]
+    conv = str(tmp_path / "xo-export.raw")
+    subprocess.run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", x["vhd_file"], conv], check=True)
+    with open(conv, "rb") as f:
+        got = f.read()
+    assert len(got) >= 16 * MIB and got[:len(data)] == data and got[len(data):].count(0) == len(got) - len(data)
+    no_xo_tasks(server, other)
+    server.json_call("VDI.destroy", other, a)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_vdi_import_export(node, server, other, transport, tmp_path):
+    """VDI_importContent / VDI_exportContent as xo-server does them, through
+    a recording proxy: putResource of a stream with its length is an empty
+    probe PUT without task_id, then the PUT with XO's task and the exact
+    length; the exports (raw, vhd: read back by qemu-img) carry XO's task;
+    every task settles in events with the VDI as result and is destroyed."""
+    r = run_xo(node, server, other, ["connect", "vdi-transfer", "wire"], transport=transport,
+               proxy="record", extra=["--tmpdir=" + str(tmp_path)])
+    x, wire = r.ok("vdi-transfer", "wire")
+    a = x["vdis"]["a"]
+    assert transfers(wire) == [
+        ("PUT /import_raw_vdi/", "raw", a, "0", False),   # the probe
+        ("PUT /import_raw_vdi/", "raw", a, str(x["data_len"]), True),
+        ("GET /export_raw_vdi/", "raw", a, None, True),
+        ("GET /export_raw_vdi/", "vhd", a, None, True),
+    ], transfers(wire)
+    check_transfer(server, other, x, tmp_path)
+
+
+def test_vdi_import_export_over_https(node, server, other, tmp_path):
+    """The same straight to the daemon's TLS port: putResource goes through
+    Node's https, getResource through undici, both with allowUnauthorized."""
+    r = run_xo(node, server, other, ["connect", "vdi-transfer"], transport="json-rpc", https=True,
+               extra=["--tmpdir=" + str(tmp_path)])
+    (x,) = r.ok("vdi-transfer")
+    check_transfer(server, other, x, tmp_path)
+
+
+PROBE_BUG = (
+    "cxapi bug (src/api/transfer.c): for a stream of unknown length XO's probe PUT carries "
+    "Content-Length: 1125899906842624 (not 0) and no task_id; cxapi takes it for an import, "
+    "opens the VDI for writing and keeps it open until the probe connection's close reaches it, "
+    "so XO's real PUT, sent at once, fails 500 VDI_IN_USE")
+
+
+class ProbeBug(Exception):
+    pass
+
+
+@pytest.mark.xfail(raises=ProbeBug, strict=True, reason=PROBE_BUG)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_vdi_import_stream_of_unknown_length(node, server, other, transport):
+    """putResource of streams without a length: a vhd export's body piped
+    into a vhd import (how xo-server copies a VDI), then a raw stream.  XO
+    sends the probe (with the 1 PiB Content-Length too, and no task_id), then
+    the data with Content-Length 1 PiB and XO's task, and closes after it.
+    The proxy holds back the close of the probe for 500 ms, as a slow network
+    may: XO does not wait for it before the real PUT."""
+    r = run_xo(node, server, other, ["connect", "vdi-stream", "wire"], transport=transport,
+               proxy="record", extra=["--probe-close-delay=500"])
+    step = r.steps.get("vdi-stream")
+    assert step is not None, r.lines
+    (wire,) = r.ok("wire")
+    seen = transfers(wire)
+    a, b = seen[0][2], seen[3][2]
+    assert seen[:5] == [
+        ("PUT /import_raw_vdi/", "raw", a, "0", False),
+        ("PUT /import_raw_vdi/", "raw", a, str(len(xo_data())), True),
+        ("GET /export_raw_vdi/", "vhd", a, None, True),   # piped into b:
+        ("PUT /import_raw_vdi/", "vhd", b, PIB, False),   # the probe: 1 PiB too
+        ("PUT /import_raw_vdi/", "vhd", b, PIB, True),
+    ], seen
+    if not step["ok"] and "500 Internal Server Error" in step["error"] and \
+            "VDI_IN_USE" in server.read_log():
+        raise ProbeBug(step["error"])
+    (x,) = r.ok("vdi-stream")
+    v = x["vdis"]
+    c = v["c"]
+    assert seen[5:] == [
+        ("GET /export_raw_vdi/", "raw", b, None, True),
+        ("PUT /import_raw_vdi/", "raw", c, PIB, False),
+        ("PUT /import_raw_vdi/", "raw", c, PIB, True),
+        ("GET /export_raw_vdi/", "raw", c, None, True),
+    ], seen
+    # the outcome XO read from the tasks: the VDI, for both kinds of stream
+    assert x["vhd_stream_import"] == {"result": v["b"], "task": {
+        "status": "success", "result": "<value>%s</value>" % v["b"], "error_info": []}}, x
+    assert x["raw_stream_import"] == {"result": v["c"], "task": {
+        "status": "success", "result": "<value>%s</value>" % v["c"], "error_info": []}}, x
+    raw_data = pattern(5 * MIB + 17, "xo-raw-stream")
+    assert x["raw_stream_sha256"] == hashlib.sha256(raw_data).hexdigest()
+    check_vdi(server, other, v["a"], xo_data())
+    check_vdi(server, other, v["b"], xo_data())
+    check_vdi(server, other, v["c"], raw_data)
+    no_xo_tasks(server, other)
+    for ref in v.values():
+        server.json_call("VDI.destroy", other, ref)
