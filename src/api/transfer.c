@@ -45,6 +45,9 @@ struct xfer {
 	char task[DB_REF_MAX];
 	bool own_task;               /* made here: destroyed at the end */
 	bool vhd;                    /* format=vhd */
+	bool answered;               /* the 200 head is out */
+	char first;                  /* the body's first byte, read ahead (see probe) */
+	bool have_first;
 	double last_progress;
 	uint64_t done, total;
 	struct xerr err;
@@ -183,6 +186,14 @@ static void vdi_uuid(const char *ref, char out[40])
 	db_unlock();
 }
 
+/* An HTTP error status, unless the 200 head is already out (then the
+ * failure shows only in the task). */
+static void refuse(struct xfer *x, int status, const char *reason)
+{
+	if (!x->answered)
+		http_stream_respond_error(x->s, status, reason);
+}
+
 /* ---- progress and cancellation ------------------------------------------ */
 
 /* 0 to go on; nonzero (with x->err set) once the task is being cancelled. */
@@ -295,19 +306,19 @@ static void do_export(struct xfer *x, struct sm_image *img, const char *vdi, con
 	uint64_t len = img->virtual_size;
 	if (x->vhd && img->format != SM_VHD) {
 		xerr_set(&x->err, "VDI_INCOMPATIBLE_TYPE", 2, vdi, "not a VHD-backed VDI");
-		http_stream_respond_error(x->s, 400, "Bad Request: format=vhd of a raw VDI");
+		refuse(x, 400, "Bad Request: format=vhd of a raw VDI");
 		return;
 	}
 	if (x->vhd && base[0]) {
 		if (storage_vdi_open(base, false, x->task, &b, &x->err) < 0 ||
 		    (have_base = true, stop = delta_stop(x, img, &b, base)) < 0) {
-			http_stream_respond_error(x->s, 400, "Bad Request: base");
+			refuse(x, 400, "Bad Request: base");
 			goto out;
 		}
 	}
 	if (x->vhd && (r = vhd_export_size(&img->chain, stop, &len)) < 0) {
 		io_error(x, r, "export size");
-		http_stream_respond_error(x->s, 500, "Internal Error");
+		refuse(x, 500, "Internal Error");
 		goto out;
 	}
 	vdi_uuid(vdi, uuid);
@@ -349,7 +360,14 @@ struct reader {
 static ssize_t stream_read(void *ctx, void *buf, size_t len)
 {
 	struct reader *rd = ctx;
-	ssize_t n = http_stream_read(rd->x->s, buf, len);
+	ssize_t n;
+	if (rd->x->have_first && len) {
+		rd->x->have_first = false;
+		*(char *)buf = rd->x->first;
+		n = 1;
+	} else {
+		n = http_stream_read(rd->x->s, buf, len);
+	}
 	if (n > 0)
 		rd->got += (uint64_t)n;
 	return n;
@@ -417,7 +435,7 @@ static void do_import(struct xfer *x, struct sm_image *img, const char *vdi)
 	char hdr[128];
 	snprintf(hdr, sizeof(hdr), "task-id: %s\r\n", x->task);
 	/* the original answers first, then reads */
-	if (http_stream_respond_head(x->s, 200, "text/plain", -1, hdr) < 0)
+	if (!x->answered && http_stream_respond_head(x->s, 200, "text/plain", -1, hdr) < 0)
 		return io_error(x, -EPIPE, "client gone");
 	x->total = known ? (uint64_t)cl : img->virtual_size;
 	struct reader rd = { x, 0 };
@@ -481,24 +499,30 @@ static void *xfer_thread(void *arg)
 	qget(req, "format", fmt, sizeof(fmt));
 	if (fmt[0] && strcmp(fmt, "raw") && strcmp(fmt, "vhd")) {
 		bool known = !strcmp(fmt, "tar") || !strcmp(fmt, "qcow2");
-		http_stream_respond_error(x->s, known ? 501 : 404,
+		refuse(x, known ? 501 : 404,
 					  known ? "Not Implemented: format" : "Not Found: format");
 		goto out;
 	}
 	x->vhd = !strcmp(fmt, "vhd");
 	char tid[DB_REF_MAX];
 	qget(req, "task_id", tid, sizeof(tid));
-	if (x->kind == XF_IMPORT && req->content_length == 0 && !tid[0]) {
-		/* Xen Orchestra's probe for a redirect: nothing to do */
-		http_stream_respond_head(x->s, 200, "text/plain", 0, NULL);
-		goto out;
+	int64_t cl = req->content_length;
+	if (x->kind == XF_IMPORT && !tid[0] && (cl == 0 || cl >= LENGTH_UNKNOWN)) {
+		/* Maybe Xen Orchestra's probe for a redirect: an empty body, or
+		 * none behind the 1 PiB length it also sends for streams.  It
+		 * waits for our answer, then closes.  Answer at once; do
+		 * anything only once a first byte of data arrives. */
+		if (http_stream_respond_head(x->s, 200, "text/plain", -1, NULL) < 0 ||
+		    http_stream_read(x->s, &x->first, 1) != 1)
+			goto out;
+		x->answered = x->have_first = true;
 	}
 	qget(req, "vdi", name, sizeof(name));
 	bool have_vdi = resolve("VDI", name, vdi);
 	if (x->kind == XF_EXPORT && have_vdi) {
 		qget(req, "base", name, sizeof(name));
 		if (name[0] && !resolve("VDI", name, base)) {
-			http_stream_respond_error(x->s, 400, "Bad Request: no such base VDI");
+			refuse(x, 400, "Bad Request: no such base VDI");
 			goto out;
 		}
 	}
@@ -511,29 +535,28 @@ static void *xfer_thread(void *arg)
 	}
 	if (!have_vdi && !sr[0]) {
 		/* the original: 400 with VDI_MISSING */
-		http_stream_respond_error(x->s, 400, "Bad Request: VDI_MISSING");
+		refuse(x, 400, "Bad Request: VDI_MISSING");
 		goto out;
 	}
 	if (!task_of(x, x->kind == XF_IMPORT ? "VDI import" : "VDI export")) {
-		http_stream_respond_error(x->s, 500, "Internal Error: task");
+		refuse(x, 500, "Internal Error: task");
 		goto out;
 	}
 	task_set_cancellable(x->task, true);
 	if (!have_vdi) {
-		int64_t cl = req->content_length;
 		if (cl <= 0 || cl >= LENGTH_UNKNOWN) {
 			xerr_set(&x->err, "VDI_IO_ERROR", 1, "a new VDI needs a Content-Length");
-			http_stream_respond_error(x->s, 400, "Bad Request: Content-Length");
+			refuse(x, 400, "Bad Request: Content-Length");
 			goto done;
 		}
 		if (storage_vdi_create_in_sr(sr, "Imported VDI", (uint64_t)cl, NULL, false, NULL, x->task,
 					     vdi, &x->err) < 0) {
-			http_stream_respond_error(x->s, 500, "Internal Error: VDI.create");
+			refuse(x, 500, "Internal Error: VDI.create");
 			goto done;
 		}
 	}
 	if (storage_vdi_open(vdi, x->kind == XF_IMPORT, x->task, &img, &x->err) < 0) {
-		http_stream_respond_error(x->s, 500, "Internal Error: VDI");
+		refuse(x, 500, "Internal Error: VDI");
 		goto done;
 	}
 	opened = true;

@@ -136,8 +136,19 @@ def test_xo_probe_put_is_harmless(server, session):
     r, _ = put(server, "/import_raw_vdi/?session_id=%s&vdi=%s&format=raw" % (sid, vdi), b"")
     assert r.status == 200 and time.time() - t0 < 2
     assert session.xenapi.task.get_all() == before
+    # for a stream of unknown length XO's probe carries the 1 PiB length too;
+    # it waits for the answer and closes later: the VDI must stay free
+    s = socket.create_connection(("127.0.0.1", server.http_port), timeout=30)
+    s.sendall(("PUT /import_raw_vdi/?session_id=%s&vdi=%s&format=raw HTTP/1.1\r\nHost: x\r\n"
+               "Content-Length: 1125899906842624\r\n\r\n" % (sid, vdi)).encode())
+    assert s.recv(12) == b"HTTP/1.1 200"
+    task = session.xenapi.task.create("after the probe", "")
+    r, _ = put(server, "/import_raw_vdi?session_id=%s&task_id=%s&vdi=%s" % (sid, task, vdi), pattern(MIB, b"2"))
+    assert r.status == 200 and wait_task(session, task) == "success"
+    s.close()
+    assert session.xenapi.task.get_all() == before + [task]
     r, out = get(server, "/export_raw_vdi?session_id=%s&vdi=%s" % (sid, vdi))
-    assert out[:MIB] == pattern(MIB)
+    assert out[:MIB] == pattern(MIB, b"2")
 
 
 def raw_put(server, path, head_extra, body, close_after=True):
