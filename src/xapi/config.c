@@ -42,6 +42,7 @@ static const struct key keys[] = {
 	{"max_tasks", I(max_tasks), "200", "tasks kept at most (the oldest finished ones go first)"},
 	{"gc_interval", I(gc_interval), "30", "seconds between garbage collections of sessions and tasks"},
 	{"debug_call_delay_ms", I(debug_call_delay_ms), "0", "testing: every call of an async-capable message first waits this long in its task, cancellable (0 = off)"},
+	{"debug_sm_step_delay_ms", I(debug_sm_step_delay_ms), "0", "testing: the file SR driver sleeps this long between the steps of its multi-step changes (snapshot, create, gc), so that a test can kill the daemon at a chosen step (0 = off)"},
 	{"event_delay_ms", I(event_delay_ms), "50", "event.from: coalescing delay, ms (the original's 50; 0 = none)"},
 	{"event_deletions_kept", I(event_deletions_kept), "131072", "event.from: deletions remembered (retention horizon; ~90 bytes each)"},
 	{"event_queue_bytes", L(event_queue_bytes), "10000000", "event.next: queued events bound, bytes (beyond it: EVENTS_LOST)"},

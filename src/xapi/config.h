@@ -27,6 +27,7 @@ struct config {
 	int max_tasks;              /* beyond this, the oldest finished tasks are removed */
 	int gc_interval;            /* seconds between garbage collections (sessions, tasks) */
 	int debug_call_delay_ms;    /* testing: async-capable calls first wait, cancellable */
+	int debug_sm_step_delay_ms; /* testing: the file SR sleeps between its steps (sm_test_step) */
 	int max_rpc_body;       /* bytes */
 	int threads;            /* worker threads */
 	char *log_level;        /* error|warn|info|debug */

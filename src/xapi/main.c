@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -23,6 +24,7 @@
 #include "base/util.h"
 #include "http/http.h"
 #include "rpc/rpc.h"
+#include "sm/sm.h"
 #include "xapi/config.h"
 #include "xapi/seed.h"
 
@@ -108,6 +110,18 @@ struct rpc_call {
 	struct rpc_request req;
 	struct buf out;
 };
+
+/* --debug-sm-step-delay-ms: between the steps of the file SR's multi-step
+ * changes, log the step just done and sleep, so that a test can kill -9 the
+ * daemon right after a chosen step (tests/integration/test_storage_crash.py). */
+static void sm_step_delay(const char *where)
+{
+	int ms = cfg.debug_sm_step_delay_ms;
+	log_info("sm step: %s (pausing %d ms)", where, ms);
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
 
 static void rpc_call_free(struct rpc_call *k)
 {
@@ -250,6 +264,8 @@ int main(int argc, char **argv)
 	task_cfg.pending_timeout_s = cfg.pending_task_timeout;
 	task_cfg.max_tasks = cfg.max_tasks;
 	task_cfg.debug_delay_ms = cfg.debug_call_delay_ms;
+	if (cfg.debug_sm_step_delay_ms > 0)
+		sm_test_step = sm_step_delay;
 	if (strcmp(cfg.pam_confdir, "embedded") == 0) {
 		if (setup_embedded_pam() < 0)
 			return 1;
