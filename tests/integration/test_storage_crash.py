@@ -255,14 +255,20 @@ class Rig:
                            text=True)
         assert p.returncode == 0, "vhd-check -p failed:\n" + p.stdout + p.stderr
         parents = {}
+        self.vsize = {}
         for line in p.stdout.splitlines():
-            m = re.match(r"^([^./][^:]*)\.vhd: ok \(.*, (no parent|parent \./(.*)\.vhd)\)$", line)
+            m = re.match(r"^([^./][^:]*)\.vhd: ok \(\w+, (\d+) bytes, .*, "
+                         r"(no parent|parent \./(.*)\.vhd)\)$", line)
             if m and m.group(1) + ".vhd" in files:
-                parents[m.group(1)] = m.group(3) or ""
+                parents[m.group(1)] = m.group(4) or ""
+                self.vsize[m.group(1)] = int(m.group(2))
         assert sorted(parents) == sorted(f[:-4] for f in files), p.stdout
         return parents
 
-    def rows_match_files(self):
+    def rows_match_files(self, sizes=False):
+        """Rows and files agree: the same locations, parents, managed
+        flags; with sizes (after a scan, which refreshes them) also
+        virtual_size and physical_utilisation (the file's allocated bytes)."""
         files = self.images()
         rows = self.sr_vdis()
         by_loc = {v["location"]: v for v in rows.values()}
@@ -275,6 +281,11 @@ class Rig:
             # hidden bases are the unmanaged rows: exactly the files that are parents
             is_parent = loc in files.values()
             assert rec["managed"] is (not is_parent), (loc, rec["managed"])
+            if sizes:
+                assert int(rec["virtual_size"]) == self.vsize[loc], (loc, rec["virtual_size"])
+                st = os.stat(os.path.join(self.srdir, loc + ".vhd"))
+                assert int(rec["physical_utilisation"]) == st.st_blocks * 512, (
+                    loc, rec["physical_utilisation"], st.st_blocks * 512)
         return rows, files
 
     def collectable(self):
@@ -314,12 +325,13 @@ class Rig:
                 kids[p] = kids.get(p, 0) + 1
         assert all(n >= 2 for n in kids.values()), files
         x.SR.scan(self.sr)
-        rows, files = self.rows_match_files()
+        rows, files = self.rows_match_files(sizes=True)
         assert x.SR.get_current_operations(self.sr) == {}
         for ref, v in rows.items():
             assert v["current_operations"] == {}, (ref, v)
-            if v["managed"]:
-                assert "snapshot" in v["allowed_operations"], (ref, v["allowed_operations"])
+            if v["managed"]:  # not held by an operation or an open image from before
+                for op in ("snapshot", "destroy", "resize"):
+                    assert op in v["allowed_operations"], (ref, v["allowed_operations"])
         for ref, want in self.expect.items():
             assert ref in rows, "acknowledged VDI %s lost" % ref
             got = self.export(ref)
