@@ -3,7 +3,7 @@
 BUILD ?= build
 STATE ?= $(CURDIR)/state
 
-.PHONY: all deps build run test unit integration fuzz asan bench bench-xs clean
+.PHONY: all deps build run test unit integration fuzz asan bench bench-xs bench-storage clean
 
 all: build
 
@@ -25,6 +25,9 @@ bench: build
 
 bench-xs: build
 	@BUILD=$(BUILD) bench/xs/run.sh
+
+bench-storage: build
+	@BUILD=$(BUILD) bench/storage/run.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
