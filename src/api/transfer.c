@@ -435,7 +435,7 @@ static int import_raw(struct xfer *x, struct sm_image *img, struct reader *rd, c
 	}
 }
 
-static void do_import(struct xfer *x, struct sm_image *img, const char *vdi)
+static void do_import(struct xfer *x, struct sm_image *img)
 {
 	int64_t cl = x->req->content_length;
 	bool known = cl >= 0 && cl < LENGTH_UNKNOWN;
@@ -472,7 +472,6 @@ static void do_import(struct xfer *x, struct sm_image *img, const char *vdi)
 		xerr_set(&x->err, "SR_FULL", 2, want, max);
 	} else if (r < 0)
 		io_error(x, r, "import");
-	(void)vdi;
 }
 
 /* ---- the transfer's thread ------------------------------------------------ */
@@ -506,8 +505,7 @@ static void *xfer_thread(void *arg)
 	qget(req, "format", fmt, sizeof(fmt));
 	if (fmt[0] && strcmp(fmt, "raw") && strcmp(fmt, "vhd")) {
 		bool known = !strcmp(fmt, "tar") || !strcmp(fmt, "qcow2");
-		refuse(x, known ? 501 : 404,
-					  known ? "Not Implemented: format" : "Not Found: format");
+		refuse(x, known ? 501 : 404, known ? "Not Implemented: format" : "Not Found: format");
 		goto out;
 	}
 	x->vhd = !strcmp(fmt, "vhd");
@@ -568,7 +566,7 @@ static void *xfer_thread(void *arg)
 	}
 	opened = true;
 	if (x->kind == XF_IMPORT)
-		do_import(x, &img, vdi);
+		do_import(x, &img);
 	else
 		do_export(x, &img, vdi, base);
 done:
