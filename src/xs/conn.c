@@ -459,6 +459,7 @@ static const char control_help[] =
 	"quota\t[set <name> <val>|<domid>]\n"
 	"quota-soft\t[set <name> <val>]\n"
 	"domain-socket\t<domid>\n"
+	"domain-exc\t<domid>\n"
 	"help\t\n";
 
 static void do_control(struct xsd_conn *c, const struct xs_msg *m)
@@ -576,6 +577,16 @@ static void do_control(struct xsd_conn *c, const struct xs_msg *m)
 		if (!d)
 			return reply_err(c, &m->h, ENOENT);
 		return reply(c, &m->h, d->sock_path, strlen(d->sock_path) + 1);
+	} else if (!strcmp(cmd, "domain-exc")) {
+		/* What VIRQ_DOM_EXC does in Xen: the hypervisor says a domain
+		 * shut down or is dying, and watchers of @releaseDomain look.  A
+		 * simulated hypervisor has no virq, so it says so here. */
+		if (n != 1)
+			return reply_err(c, &m->h, EINVAL);
+		if (!xsd_domain_get(parse_uint(v[0])))
+			return reply_err(c, &m->h, ENOENT);
+		xsd_watch_fire_special("@releaseDomain");
+		return reply_ok(c, &m->h);
 	} else if (!strcmp(cmd, "help")) {
 		if (n)
 			return reply_err(c, &m->h, EINVAL);

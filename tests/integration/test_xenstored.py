@@ -766,6 +766,26 @@ def test_control(xsd):
     assert r.call("CONTROL", "check") == b"OK\0"
 
 
+@ours_only
+def test_control_domain_exc_fires_release_domain(xsd):
+    """`domain-exc <domid>` is a simulated hypervisor's VIRQ_DOM_EXC: it
+    fires @releaseDomain for an introduced domain and leaves it introduced."""
+    w = xsd.raw()
+    w.watch("@releaseDomain", "R")
+    assert w.events_within() == [("@releaseDomain", "R")]
+    r = xsd.raw()
+    assert r.error("CONTROL", "domain-exc", "9") == "ENOENT"
+    assert r.error("CONTROL", "domain-exc") == "EINVAL"
+    r.call("INTRODUCE", "9", "0", "19")
+    assert xsd.tool(XS_CONTROL, "domain-exc", "9")[0] == 0
+    assert w.events_within() == [("@releaseDomain", "R")]
+    assert r.call("IS_DOMAIN_INTRODUCED", "9") == b"T\0"
+    # a domain may not send it
+    xsd.introduce(9)
+    d = Raw(xsd.domsock(9))
+    assert d.error("CONTROL", "domain-exc", "9") == "EACCES"
+
+
 def test_control_quota_report(xsd):
     # Xen 4.17 C: "quota" lists the settings, "quota <domid>" a domain's usage
     r = xsd.raw()
