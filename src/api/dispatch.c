@@ -55,6 +55,7 @@ int api_init(void)
 	bind_table(message_impls);
 	bind_table(task_impls);
 	bind_table(storage_impls);
+	bind_table(vm_impls);
 	return 0;
 }
 

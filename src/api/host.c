@@ -1,5 +1,5 @@
 /* host.c — hand-written messages of the core classes: the overridden
- * constructors and destructors (VM, network), external authentication of the
+ * constructor and destructor of network (VM's are in vm.c), external authentication of the
  * pool and host, the auth class, and small host/VM extras.
  */
 #include "api/api.h"
@@ -14,97 +14,6 @@ static const char *row_str(const struct db_row *r, int cls, const char *field)
 {
 	const struct val *v = r->cols[api_field(cls, field)];
 	return v && v->kind == V_STR ? v->u.s : "";
-}
-
-/* ---- VM ---- */
-
-static void vm_create(struct api_ctx *c)
-{
-	int vm = idl_class_find("VM"), met = idl_class_find("VM_metrics");
-	struct val **cols = api_cols_from_record(c, vm, c->params[1]);
-	if (!cols)
-		return;
-	char ref[DB_REF_MAX], mref[DB_REF_MAX], muuid[40];
-	db_ref_new(ref);
-	db_ref_new(mref);
-	db_uuid_new(muuid);
-	struct val **mcols = api_row_new(met);
-	api_row_set(met, mcols, "uuid", val_cstr_h(muuid));
-	api_row_set(met, mcols, "last_updated", val_datetime_h(util_now()));
-	api_row_set(vm, cols, "metrics", val_cstr_h(mref));
-	if (!cols[api_field(vm, "power_state")])
-		api_row_set(vm, cols, "power_state", val_cstr_h("Halted"));
-	struct db_txn *t = db_txn_new();
-	db_txn_insert(t, met, mref, mcols);
-	db_txn_insert(t, vm, ref, cols);
-	free(mcols);
-	free(cols);
-	if (api_commit(c, t) == 0)
-		enc_cstr(c->out, ref);
-}
-
-static void vm_destroy(struct api_ctx *c)
-{
-	int vm = idl_class_find("VM");
-	const char *ref = api_str(c, 1);
-	struct db_txn *t = db_txn_new();
-	db_rdlock();
-	struct db_row *r = db_get(vm, ref);
-	if (!r) {
-		db_unlock();
-		db_txn_free(t);
-		api_fail(c, "HANDLE_INVALID", 2, "VM", ref);
-		return;
-	}
-	const struct val *oc = r->cols[api_field(vm, "other_config")];
-	const struct val *dt = oc ? val_struct_get(oc, "default_template") : NULL;
-	const struct val *isdef = r->cols[api_field(vm, "is_default_template")];
-	if ((dt && dt->kind == V_STR && strcmp(dt->u.s, "true") == 0) ||
-	    (isdef && isdef->kind == V_BOOL && isdef->u.b)) {
-		db_unlock();
-		db_txn_free(t);
-		api_fail(c, "VM_CANNOT_DELETE_DEFAULT_TEMPLATE", 1, ref);
-		return;
-	}
-	const struct val *ctl = r->cols[api_field(vm, "is_control_domain")];
-	const char *ps = row_str(r, vm, "power_state");
-	if ((ctl && ctl->kind == V_BOOL && ctl->u.b) ||
-	    (strcmp(ps, "Halted") != 0 && strcmp(ps, "Suspended") != 0)) {
-		db_unlock();
-		db_txn_free(t);
-		api_fail(c, "VM_BAD_POWER_STATE", 3, ref, "halted", ps[0] ? ps : "running");
-		return;
-	}
-	/* the VM's own rows go with it: metrics, guest metrics, VBDs, VIFs, consoles */
-	static const char *const owned[][2] = {
-		{"metrics", "VM_metrics"}, {"guest_metrics", "VM_guest_metrics"}};
-	for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++) {
-		int cls = idl_class_find(owned[i][1]);
-		const char *o = row_str(r, vm, owned[i][0]);
-		if (cls >= 0 && db_get(cls, o))
-			db_txn_delete(t, cls, o);
-	}
-	static const char *const sets[][2] = {{"VBDs", "VBD"}, {"VIFs", "VIF"}, {"consoles", "console"}};
-	for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
-		int cls = idl_class_find(sets[i][1]);
-		const struct val *s = r->cols[api_field(vm, sets[i][0])];
-		for (uint32_t k = 0; s && s->kind == V_ARRAY && k < s->n; k++)
-			db_txn_delete(t, cls, s->u.items[k]->u.s);
-	}
-	db_txn_delete(t, vm, ref);
-	db_unlock();
-	if (api_commit(c, t) == 0)
-		enc_void(c->out);
-}
-
-static void vm_set_is_default_template(struct api_ctx *c)
-{
-	int vm = idl_class_find("VM");
-	const char *ref = api_str(c, 1);
-	struct db_txn *t = db_txn_new();
-	db_txn_set(t, vm, ref, api_field(vm, "is_default_template"), val_bool_h(api_bool(c, 2)));
-	if (api_commit(c, t) == 0)
-		enc_void(c->out);
 }
 
 /* ---- network ---- */
@@ -253,9 +162,6 @@ static void host_get_servertime(struct api_ctx *c)
 }
 
 const struct api_impl host_impls[] = {
-	{"VM.create", vm_create, false},
-	{"VM.destroy", vm_destroy, false},
-	{"VM.set_is_default_template", vm_set_is_default_template, false},
 	{"network.create", network_create, false},
 	{"network.destroy", network_destroy, false},
 	{"host.enable_external_auth", host_enable_external_auth, false},

@@ -10,7 +10,8 @@
  *    compute allowed_operations (sr_check, vdi_check), and takes it out at
  *    the end; a conflict is OTHER_OPERATION_IN_PROGRESS, retried for a while
  *    as the original's retry_with_global_lock does.  The check and the mark
- *    are one commit under ops_lock (the original's global lock).
+ *    are one commit under ops_lock() (ops.h: the original's global lock,
+ *    shared with the VM operations of vm.c).
  *  - allowed_operations are recomputed for the SR and its VDIs whenever an
  *    operation ends.
  *  - attached SRs: one struct sm_sr per plugged PBD of this host, in memory
@@ -32,6 +33,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "api/ops.h"
 #include "api/tasks.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -177,33 +179,9 @@ static bool is_null_ref(const char *r)
 	return !r || !r[0] || strcmp(r, "OpaqueRef:NULL") == 0;
 }
 
-/* A heap (string -> string) map: a copy of m with key set to value (NULL:
- * removed). */
-static struct val *map_with(const struct val *m, const char *key, const char *value)
-{
-	uint32_t n = m && m->kind == V_STRUCT ? m->n : 0, k = 0;
-	struct val *o = val_struct_h(n + 1);
-	for (uint32_t i = 0; i < n; i++) {
-		if (strcmp(m->u.members[i].key, key) == 0)
-			continue;
-		o->u.members[k].key = util_strdup(m->u.members[i].key);
-		o->u.members[k].klen = m->u.members[i].klen;
-		o->u.members[k].v = val_dup_h(m->u.members[i].v);
-		k++;
-	}
-	if (value) {
-		o->u.members[k].key = util_strdup(key);
-		o->u.members[k].klen = (uint32_t)strlen(key);
-		o->u.members[k].v = val_cstr_h(value);
-		k++;
-	}
-	o->n = k;
-	return o;
-}
-
 static struct val *map1(const char *key, const char *value)
 {
-	return map_with(NULL, key, value);
+	return ops_map_with(NULL, key, value);
 }
 
 /* ---- drivers and their features ---- */
@@ -295,9 +273,6 @@ static pthread_mutex_t att_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t att_cond = PTHREAD_COND_INITIALIZER;
 static struct att *atts;
 static struct opened *opens;
-
-/* Serialises check-and-mark of operations (the original's global lock). */
-static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct att *att_find_locked(const char *sr_ref)
 {
@@ -484,30 +459,6 @@ static void unplug_att(const char *sr_ref)
 
 /* ---- allowed operations ---- */
 
-static int enum_index(int enm, const char *s)
-{
-	return idl_enum_value(enm, s, strlen(s));
-}
-
-/* The current operation with the lowest enum index (the original sorts
- * them), as (task, op). */
-static bool first_current(const struct val *cur, int enm, const char **task, const char **op,
-			  const char *skip)
-{
-	int best = -1;
-	for (uint32_t i = 0; i < count(cur); i++) {
-		const struct val *v = cur->u.members[i].v;
-		if (!v || v->kind != V_STR || (skip && strcmp(v->u.s, skip) == 0))
-			continue;
-		int k = enum_index(enm, v->u.s);
-		if (best < 0 || k < best) {
-			best = k;
-			*task = cur->u.members[i].key;
-			*op = v->u.s;
-		}
-	}
-	return best >= 0;
-}
 
 /* SR operations the original lists (its all_ops, without vdi_revert which
  * API 2.21 lacks), in enum order. */
@@ -578,12 +529,12 @@ static int sr_check(const struct db_row *r, const struct val *cur, const char *o
 	}
 	/* parallel operations: only plugs run together */
 	const char *task, *cop;
-	if (first_current(cur, F.e_sr_ops, &task, &cop, NULL)) {
+	if (ops_first_current(cur, F.e_sr_ops, &task, &cop, NULL)) {
 		if (strcmp(op, "plug") != 0) {
 			xerr_set(e, "OTHER_OPERATION_IN_PROGRESS", 4, "SR", ref, cop, task);
 			return -1;
 		}
-		if (first_current(cur, F.e_sr_ops, &task, &cop, "plug")) {
+		if (ops_first_current(cur, F.e_sr_ops, &task, &cop, "plug")) {
 			xerr_set(e, "OTHER_OPERATION_IN_PROGRESS", 4, "SR", ref, cop, task);
 			return -1;
 		}
@@ -631,7 +582,7 @@ static int vdi_check(const struct db_row *r, const struct val *cur, const char *
 	const char *sr_type = col_str(sr, F.sr_type);
 	const char *task, *cop;
 	/* 1. any current operation but copy excludes everything */
-	if (first_current(cur, F.e_vdi_ops, &task, &cop, "copy")) {
+	if (ops_first_current(cur, F.e_vdi_ops, &task, &cop, "copy")) {
 		xerr_set(e, "OTHER_OPERATION_IN_PROGRESS", 4, "VDI", ref, cop, task);
 		return -1;
 	}
@@ -792,7 +743,7 @@ static void refresh_allowed_locked(struct db_txn *t, const char *sr_ref)
 /* Recompute allowed_operations of an SR and its VDIs (one commit). */
 static void refresh_allowed(const char *sr_ref)
 {
-	pthread_mutex_lock(&ops_lock);
+	ops_lock();
 	struct db_txn *t = db_txn_new();
 	db_rdlock();
 	refresh_allowed_locked(t, sr_ref);
@@ -801,7 +752,7 @@ static void refresh_allowed(const char *sr_ref)
 	if (db_txn_commit(t, &e) < 0 && strcmp(e.code, "HANDLE_INVALID") != 0)
 		log_warn("allowed_operations of SR %s: %s", sr_ref, e.code);
 	xerr_clear(&e);
-	pthread_mutex_unlock(&ops_lock);
+	ops_unlock();
 }
 
 /* ---- marking operations ---- */
@@ -819,7 +770,7 @@ struct mark {
 static int mark_once(struct mark *m, struct xerr *e)
 {
 	int rc = -1;
-	pthread_mutex_lock(&ops_lock);
+	ops_lock();
 	struct db_txn *t = db_txn_new();
 	db_rdlock();
 	struct db_row *sr = m->sr[0] ? db_get(F.sr, m->sr) : NULL;
@@ -835,14 +786,14 @@ static int mark_once(struct mark *m, struct xerr *e)
 	if (sr) {
 		if (sr_check(sr, col(sr, F.sr_current), m->sr_op, e) < 0)
 			goto out;
-		struct val *cur = map_with(col(sr, F.sr_current), m->key, m->sr_op);
+		struct val *cur = ops_map_with(col(sr, F.sr_current), m->key, m->sr_op);
 		db_txn_set(t, F.sr, m->sr, F.sr_allowed, sr_allowed(sr, cur));
 		db_txn_set(t, F.sr, m->sr, F.sr_current, cur);
 	}
 	if (v) {
 		if (vdi_check(v, col(v, F.vdi_current), m->vdi_op, e) < 0)
 			goto out;
-		struct val *cur = map_with(col(v, F.vdi_current), m->key, m->vdi_op);
+		struct val *cur = ops_map_with(col(v, F.vdi_current), m->key, m->vdi_op);
 		db_txn_set(t, F.vdi, m->vdi, F.vdi_allowed, vdi_allowed(v, cur));
 		db_txn_set(t, F.vdi, m->vdi, F.vdi_current, cur);
 	}
@@ -855,7 +806,7 @@ out:
 	}
 	if (t)
 		db_txn_free(t);
-	pthread_mutex_unlock(&ops_lock);
+	ops_unlock();
 	if (rc == 0) {
 		m->sr_done = sr != NULL;
 		m->vdi_done = v != NULL;
@@ -863,39 +814,23 @@ out:
 	return rc;
 }
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 /* Mark, retrying while another operation is in progress (the original's
  * retry_with_global_lock; the task is cancellable meanwhile). */
+static int mark_once_cb(void *m, struct xerr *e)
+{
+	return mark_once(m, e);
+}
+
 static int mark_retry(struct mark *m, const char *task, struct xerr *e)
 {
-	int wait = 20;
-	double deadline = util_now_f() + 30;
-	for (;;) {
-		if (mark_once(m, e) == 0)
-			return 0;
-		if (strcmp(e->code, "OTHER_OPERATION_IN_PROGRESS") != 0 || util_now_f() > deadline)
-			return -1;
-		xerr_clear(e);
-		if (task)
-			task_set_cancellable(task, true);
-		if (task && task_check_cancel(task, e) < 0)
-			return -1;
-		sleep_ms(wait);
-		if (wait < 500)
-			wait *= 2;
-	}
+	return ops_retry(mark_once_cb, m, task, e);
 }
 
 static void unmark(struct mark *m)
 {
 	if (!m->sr_done && !m->vdi_done)
 		return;
-	pthread_mutex_lock(&ops_lock);
+	ops_lock();
 	struct db_txn *t = db_txn_new();
 	char sr_ref[DB_REF_MAX] = "";
 	db_rdlock();
@@ -927,21 +862,10 @@ static void unmark(struct mark *m)
 		else if (!m->vdi_done)
 			db_txn_free(t);
 	}
-	pthread_mutex_unlock(&ops_lock);
+	ops_unlock();
 	m->sr_done = m->vdi_done = false;
 	if (sr_ref[0])
 		refresh_allowed(sr_ref);
-}
-
-/* The key of the current_operations entries of a call: its task, or a
- * fresh dummy ref when it runs in none. */
-static const char *op_key(struct arena *a, const char *task)
-{
-	if (task)
-		return task;
-	char r[DB_REF_MAX];
-	db_ref_new(r);
-	return a ? arena_strndup(a, r, strlen(r)) : NULL;
 }
 
 /* ---- SR space and VDI rows ---- */
@@ -1041,7 +965,7 @@ static void vdi_sync_txn(struct db_txn *t, const struct db_row *r, const struct 
 	const char *p = map_get(col(r, F.vdi_sm_config), "vhd-parent");
 	if ((p ? p : "")[0] != sv->parent[0] || (p && strcmp(p, sv->parent) != 0))
 		db_txn_set(t, F.vdi, r->ref, F.vdi_sm_config,
-			   map_with(col(r, F.vdi_sm_config), "vhd-parent",
+			   ops_map_with(col(r, F.vdi_sm_config), "vhd-parent",
 				    sv->parent[0] ? sv->parent : NULL));
 	if (col_bool(r, F.vdi_managed) == sv->hidden)
 		db_txn_set(t, F.vdi, r->ref, F.vdi_managed, val_bool_h(!sv->hidden));
@@ -1219,7 +1143,7 @@ static void gc_sr(const char *sr_ref, bool rescan)
 			att_put(a);
 			xerr_clear(&e);
 			if (busy) {
-				sleep_ms(200);
+				ops_sleep_ms(200);
 				gc_kick(sr_ref, true);
 			}
 			return;
@@ -1418,7 +1342,7 @@ static int pbd_plug_do(struct api_ctx *c, const char *pbd)
 		api_fail(c, "SR_UNKNOWN_DRIVER", 1, type);
 		return -1;
 	}
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "plug"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "plug"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	if (mark_retry(&m, c->task, &c->err) < 0)
 		return -1;
@@ -1568,7 +1492,7 @@ static void sr_forget(struct api_ctx *c)
 {
 	storage_start();
 	const char *sr = api_str(c, 1);
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "forget"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "forget"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	if (mark_retry(&m, c->task, &c->err) < 0)
 		return;
@@ -1583,7 +1507,7 @@ static void sr_destroy(struct api_ctx *c)
 {
 	storage_start();
 	const char *sr = api_str(c, 1);
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "destroy"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "destroy"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	if (mark_retry(&m, c->task, &c->err) < 0)
 		return;
@@ -1640,7 +1564,7 @@ static void sr_scan(struct api_ctx *c)
 {
 	storage_start();
 	const char *sr = api_str(c, 1);
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "scan"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "scan"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	if (mark_retry(&m, c->task, &c->err) < 0)
 		return;
@@ -1774,7 +1698,7 @@ static void pbd_create(struct api_ctx *c)
 		api_cols_free(F.pbd, cols);
 		return;
 	}
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "pbd_create"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "pbd_create"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	if (mark_retry(&m, c->task, &c->err) < 0) {
 		api_cols_free(F.pbd, cols);
@@ -1816,7 +1740,7 @@ static void pbd_destroy(struct api_ctx *c)
 		api_fail(c, "HANDLE_INVALID", 2, "PBD", pbd);
 		return;
 	}
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "pbd_destroy"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "pbd_destroy"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	if (mark_retry(&m, c->task, &c->err) < 0)
 		return;
@@ -1861,7 +1785,7 @@ static void pbd_unplug(struct api_ctx *c)
 	}
 	/* no VDI of the SR may have an operation in progress (the original's
 	 * with_unplug_locks), then mark the SR */
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "unplug"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "unplug"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	db_rdlock();
 	const struct val *vdis = col(db_get(F.sr, sr), F.sr_vdis);
@@ -1975,7 +1899,7 @@ static int vdi_create_in(struct att *a, const char *sr, const struct vdi_spec *s
 	if (s->sm_config && s->sm_config->n) {
 		struct val *sm = val_dup_h(s->sm_config);
 		if (v.parent[0]) {
-			struct val *m2 = map_with(sm, "vhd-parent", v.parent);
+			struct val *m2 = ops_map_with(sm, "vhd-parent", v.parent);
 			val_free(sm);
 			sm = m2;
 		}
@@ -2029,7 +1953,7 @@ static void vdi_create(struct api_ctx *c)
 		.virtual_size = (uint64_t)(cols[F.vdi_vsize]->u.i > 0 ? cols[F.vdi_vsize]->u.i : 0),
 	};
 	char ref[DB_REF_MAX];
-	if (vdi_create_marked(cols[F.vdi_sr]->u.s, &s, op_key(c->a, c->task), c->task, ref,
+	if (vdi_create_marked(cols[F.vdi_sr]->u.s, &s, ops_key(c->a, c->task), c->task, ref,
 			      &c->err) == 0)
 		enc_cstr(c->out, ref);
 	api_cols_free(F.vdi, cols);
@@ -2123,7 +2047,7 @@ static int vdi_destroy_marked(const char *vdi, const char *key, const char *task
 static void vdi_destroy(struct api_ctx *c)
 {
 	storage_start();
-	if (vdi_destroy_marked(api_str(c, 1), op_key(c->a, c->task), c->task, &c->err) == 0)
+	if (vdi_destroy_marked(api_str(c, 1), ops_key(c->a, c->task), c->task, &c->err) == 0)
 		enc_void(c->out);
 }
 
@@ -2131,7 +2055,7 @@ static void vdi_destroy(struct api_ctx *c)
  * hidden base (its own row, unmanaged, "base copy"); both the original and
  * the new VDI get sm_config vhd-parent = the base; the new row copies the
  * metadata the API keeps (the original's snapshot_and_clone). */
-static void snapshot_or_clone(struct api_ctx *c, bool snapshot)
+static void snapshot_or_clone(struct api_ctx *c, bool snapshot, char *result)
 {
 	storage_start();
 	const char *vdi = api_str(c, 1);
@@ -2139,7 +2063,7 @@ static void snapshot_or_clone(struct api_ctx *c, bool snapshot)
 	bool managed;
 	if (!vdi_info(c, vdi, sr, loc, &managed))
 		return;
-	struct mark m = {.key = op_key(c->a, c->task),
+	struct mark m = {.key = ops_key(c->a, c->task),
 			 .sr_op = snapshot ? "vdi_snapshot" : "vdi_clone",
 			 .vdi_op = snapshot ? "snapshot" : "clone"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
@@ -2202,14 +2126,17 @@ static void snapshot_or_clone(struct api_ctx *c, bool snapshot)
 		vdi_sync_txn(t, r, &orig);
 	else
 		db_txn_set(t, F.vdi, vdi, F.vdi_sm_config,
-			   map_with(col(r, F.vdi_sm_config), "vhd-parent", base.location));
+			   ops_map_with(col(r, F.vdi_sm_config), "vhd-parent", base.location));
 	db_unlock();
 	if (api_commit(c, t) < 0)
 		goto put;
 	sr_space_update(a, sr);
 	log_info("SR %s: VDI %s %s as %s (base %s)", a->sr.uuid, loc,
 		 snapshot ? "snapshotted" : "cloned", nv.location, base.location);
-	enc_cstr(c->out, nref);
+	if (result)
+		snprintf(result, DB_REF_MAX, "%s", nref);
+	else
+		enc_cstr(c->out, nref);
 put:
 	att_put(a);
 out:
@@ -2218,12 +2145,12 @@ out:
 
 static void vdi_snapshot(struct api_ctx *c)
 {
-	snapshot_or_clone(c, true);
+	snapshot_or_clone(c, true, NULL);
 }
 
 static void vdi_clone(struct api_ctx *c)
 {
-	snapshot_or_clone(c, false);
+	snapshot_or_clone(c, false, NULL);
 }
 
 static void vdi_resize(struct api_ctx *c)
@@ -2235,7 +2162,7 @@ static void vdi_resize(struct api_ctx *c)
 	bool managed;
 	if (!vdi_info(c, vdi, sr, loc, &managed))
 		return;
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "vdi_resize", .vdi_op = "resize"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "vdi_resize", .vdi_op = "resize"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	snprintf(m.vdi, sizeof(m.vdi), "%s", vdi);
 	if (mark_retry(&m, c->task, &c->err) < 0)
@@ -2284,7 +2211,7 @@ static void vdi_forget(struct api_ctx *c)
 	char sr[DB_REF_MAX], loc[SM_LOC_MAX];
 	if (!vdi_info(c, vdi, sr, loc, NULL))
 		return;
-	struct mark m = {.key = op_key(c->a, c->task), .vdi_op = "forget"};
+	struct mark m = {.key = ops_key(c->a, c->task), .vdi_op = "forget"};
 	snprintf(m.vdi, sizeof(m.vdi), "%s", vdi);
 	if (mark_retry(&m, c->task, &c->err) < 0)
 		return;
@@ -2305,7 +2232,7 @@ static void vdi_update(struct api_ctx *c)
 	char sr[DB_REF_MAX], loc[SM_LOC_MAX];
 	if (!vdi_info(c, vdi, sr, loc, NULL))
 		return;
-	struct mark m = {.key = op_key(c->a, c->task), .vdi_op = "update"};
+	struct mark m = {.key = ops_key(c->a, c->task), .vdi_op = "update"};
 	snprintf(m.vdi, sizeof(m.vdi), "%s", vdi);
 	if (mark_retry(&m, c->task, &c->err) < 0)
 		return;
@@ -2365,7 +2292,7 @@ static void vdi_introduce_common(struct api_ctx *c, bool db_only)
 	}
 	struct sm_vdi v = {0};
 	snprintf(v.location, sizeof(v.location), "%s", loc);
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "vdi_introduce"};
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "vdi_introduce"};
 	struct att *a = NULL;
 	if (!db_only) {
 		snprintf(m.sr, sizeof(m.sr), "%s", sr);
@@ -2403,7 +2330,7 @@ static void vdi_introduce_common(struct api_ctx *c, bool db_only)
 	if (db_only || count(c->params[11])) {
 		struct val *sm = val_dup_h(c->params[11]);
 		if (!db_only && v.parent[0]) {
-			struct val *m2 = map_with(sm, "vhd-parent", v.parent);
+			struct val *m2 = ops_map_with(sm, "vhd-parent", v.parent);
 			val_free(sm);
 			sm = m2;
 		}
@@ -2483,7 +2410,7 @@ static void vdi_set_on_boot(struct api_ctx *c)
 	char sr[DB_REF_MAX], loc[SM_LOC_MAX];
 	if (!vdi_info(c, vdi, sr, loc, NULL))
 		return;
-	struct mark m = {.key = op_key(c->a, c->task), .sr_op = "vdi_set_on_boot",
+	struct mark m = {.key = ops_key(c->a, c->task), .sr_op = "vdi_set_on_boot",
 			 .vdi_op = "set_on_boot"};
 	snprintf(m.sr, sizeof(m.sr), "%s", sr);
 	snprintf(m.vdi, sizeof(m.vdi), "%s", vdi);
@@ -2580,7 +2507,7 @@ progress:
 	return e->code ? -1 : 0;
 }
 
-static void vdi_copy(struct api_ctx *c)
+static void vdi_copy_to(struct api_ctx *c, char *result)
 {
 	/* (session, vdi, sr, base_vdi, into_vdi) */
 	storage_start();
@@ -2590,7 +2517,7 @@ static void vdi_copy(struct api_ctx *c)
 	bool managed;
 	if (!vdi_info(c, vdi, src_sr, loc, &managed))
 		return;
-	const char *key = op_key(c->a, c->task);
+	const char *key = ops_key(c->a, c->task);
 	struct mark m = {.key = key, .vdi_op = "copy"};
 	snprintf(m.vdi, sizeof(m.vdi), "%s", vdi);
 	if (mark_retry(&m, c->task, &c->err) < 0)
@@ -2711,7 +2638,15 @@ out:;
 		}
 		return;
 	}
-	enc_cstr(c->out, dst);
+	if (result)
+		snprintf(result, DB_REF_MAX, "%s", dst);
+	else
+		enc_cstr(c->out, dst);
+}
+
+static void vdi_copy(struct api_ctx *c)
+{
+	vdi_copy_to(c, NULL);
 }
 
 /* ---- for the HTTP handlers (storage.h) ---- */
@@ -2729,7 +2664,7 @@ int storage_vdi_open(const char *vdi_ref, bool write, const char *task, struct s
 	snprintf(loc, sizeof(loc), "%s", col_str(r, F.vdi_location));
 	const char *t = NULL, *op = NULL;
 	char busy[3][DB_REF_MAX] = {"", "", ""};
-	if (r && first_current(col(r, F.vdi_current), F.e_vdi_ops, &t, &op, write ? NULL : "copy")) {
+	if (r && ops_first_current(col(r, F.vdi_current), F.e_vdi_ops, &t, &op, write ? NULL : "copy")) {
 		snprintf(busy[0], DB_REF_MAX, "%s", op);
 		snprintf(busy[1], DB_REF_MAX, "%s", t);
 	}
@@ -2877,6 +2812,50 @@ int storage_vdi_destroy(const char *vdi_ref, const char *task, struct xerr *err)
 	if (!task)
 		db_ref_new(key);
 	return vdi_destroy_marked(vdi_ref, task ? task : key, task, err);
+}
+
+/* VDI.snapshot, VDI.clone and VDI.copy for the VM messages (vm.c): the
+ * message implementations run with a context of their own. */
+static int vdi_call(int which, const char *vdi, const char *sr, const char *task,
+		    char out[DB_REF_MAX], struct xerr *err)
+{
+	struct arena a;
+	arena_init(&a, 1 << 20);
+	const char *args[] = {"", vdi, sr ? sr : "OpaqueRef:NULL", "OpaqueRef:NULL",
+			      "OpaqueRef:NULL"};
+	struct val *params[5];
+	for (int i = 0; i < 5; i++)
+		params[i] = val_str_a(&a, args[i], strlen(args[i]));
+	struct api_ctx c = {.a = &a, .params = params, .nparams = 5, .task = task};
+	out[0] = 0;
+	if (which == 2)
+		vdi_copy_to(&c, out);
+	else
+		snapshot_or_clone(&c, which == 0, out);
+	int rc = 0;
+	if (api_failed(&c)) {
+		xerr_move(err, &c.err);
+		rc = -1;
+	}
+	arena_free(&a);
+	return rc;
+}
+
+int storage_vdi_snapshot(const char *vdi, const char *task, char out[DB_REF_MAX],
+			 struct xerr *err)
+{
+	return vdi_call(0, vdi, NULL, task, out, err);
+}
+
+int storage_vdi_clone(const char *vdi, const char *task, char out[DB_REF_MAX], struct xerr *err)
+{
+	return vdi_call(1, vdi, NULL, task, out, err);
+}
+
+int storage_vdi_copy(const char *vdi, const char *sr, const char *task, char out[DB_REF_MAX],
+		     struct xerr *err)
+{
+	return vdi_call(2, vdi, sr, task, out, err);
 }
 
 const struct api_impl storage_impls[] = {

@@ -74,4 +74,14 @@ int storage_vdi_create_in_sr(const char *sr_ref, const char *name_label, uint64_
  * import).  0 or -1 with err set. */
 int storage_vdi_destroy(const char *vdi_ref, const char *task, struct xerr *err);
 
+/* VDI.snapshot, VDI.clone and VDI.copy(vdi, sr) as the messages do them
+ * (marks, driver calls, rows; a copy is cancellable through task), for the
+ * VM messages that copy disks (VM.clone, copy, snapshot).  task: the call's
+ * task or NULL.  0 with the new VDI's ref in out, or -1 with err set. */
+int storage_vdi_snapshot(const char *vdi, const char *task, char out[DB_REF_MAX],
+			 struct xerr *err);
+int storage_vdi_clone(const char *vdi, const char *task, char out[DB_REF_MAX], struct xerr *err);
+int storage_vdi_copy(const char *vdi, const char *sr, const char *task, char out[DB_REF_MAX],
+		     struct xerr *err);
+
 #endif

@@ -18,6 +18,7 @@
 #include "api/events.h"
 #include "api/roles.h"
 #include "api/storage.h"
+#include "api/vm.h"
 #include "api/tasks.h"
 #include "api/transfer.h"
 #include "base/log.h"
@@ -285,6 +286,7 @@ int main(int argc, char **argv)
 	}
 	api_init();
 	storage_start(); /* attach this host's plugged SRs; background GC */
+	vm_start();      /* VM operations a crash left; allowed_operations */
 
 	loop = uv_default_loop();
 	struct events_config ec = {.delay_ms = cfg.event_delay_ms,

@@ -14,6 +14,7 @@
  * the boot_time/agent_start_time keys of host.other_config.
  */
 #include "xapi/seed.h"
+#include "api/vm.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -247,18 +248,6 @@ static void version_short(const char *v, char out[64])
 	char *dot = strchr(out, '.');
 	if (dot && (dot = strchr(dot + 1, '.')))
 		*dot = 0;
-}
-
-/* The memory a domain needs beyond its RAM (xenopsd's memory model: shadow
- * for vCPUs + p2m + resident pages, plus one MiB extra, two for HVM). */
-static int64_t vm_overhead_bytes(int64_t static_max, int vcpus, double multiplier, bool hvm)
-{
-	int64_t smax_mib = (static_max + MIB - 1) / MIB;
-	int64_t pages = 256LL * vcpus + 2 * smax_mib;
-	int64_t shadow = (int64_t)((double)((pages + 255) / 256) * multiplier);
-	if (shadow < 1)
-		shadow = 1;
-	return ((hvm ? 2 : 1) + shadow) * MIB;
 }
 
 static int64_t host_memory_total(void)

@@ -1,0 +1,54 @@
+/* vm.h — the VM side of the API layer (src/api/vm.c) for the rest of the
+ * daemon: the VM operation machinery (current_operations /
+ * allowed_operations of VM, VBD and VIF), the power-state transitions
+ * (field effects of a VM becoming Halted, Running, Paused, Suspended) that
+ * the start/shutdown implementations call, and the memory overhead model.
+ * See docs/vm.md ("The API").  Functions that commit may block: call them on
+ * a worker thread.
+ */
+#ifndef CX_VM_H
+#define CX_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "base/xerr.h"
+#include "db/db.h"
+
+/* The memory a domain needs beyond its RAM (xenopsd's model: shadow for
+ * vCPUs + p2m + resident pages, plus one MiB extra, two for HVM). */
+int64_t vm_overhead_bytes(int64_t static_max, int vcpus, double multiplier, bool hvm);
+
+/* Check op on the VM (non-strict, as the message does) and put {key: op}
+ * into its current_operations (one commit under ops_lock, retried while
+ * another operation is in progress, as the original's with_vm_operation).
+ * key: the call's task (ops_key).  0, or -1 with err set
+ * (OTHER_OPERATION_IN_PROGRESS, VM_BAD_POWER_STATE, ...). */
+int vm_op_begin(const char *vm, const char *key, const char *op, const char *task,
+		struct xerr *err);
+/* Take the call's entry out and recompute allowed_operations of the VM and
+ * its VBDs and VIFs. */
+void vm_op_end(const char *vm, const char *key);
+
+/* Recompute allowed_operations of the VM, its VBDs and VIFs (one commit). */
+void vm_update_allowed(const char *vm);
+
+/* Power-state transitions, as the original's
+ * force_state_reset_keep_current_operations and update_vm (7.4):
+ *  - "Halted": every VBD/VIF currently_attached=false, reserved=false,
+ *    current_operations {}; requires_reboot false; resident_on,
+ *    scheduled_to_be_resident_on NULL, domid -1;
+ *  - "Suspended": resident_on/scheduled NULL, domid -1 (unless a
+ *    checkpoint is in progress);
+ *  - "Running" / "Paused": resident_on = host, domid = domid,
+ *    scheduled_to_be_resident_on NULL; the VM's VIFs and non-empty VBDs
+ *    currently_attached=true.
+ * Then allowed_operations of the VM, its VBDs and VIFs — all one commit.
+ * host/domid are used for Running/Paused only.  0 or -1 with err set. */
+int vm_set_power_state(const char *vm, const char *state, const char *host, int64_t domid,
+		       struct xerr *err);
+
+/* At daemon start: clears current_operations left on VMs, VBDs and VIFs by
+ * a crash and recomputes every allowed_operations.  Idempotent. */
+void vm_start(void);
+
+#endif
