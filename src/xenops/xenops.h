@@ -100,6 +100,7 @@ struct xenops_settings {
 	/* sim: timings and fault injection (see docs/vm.md) */
 	int sim_boot_ms, sim_shutdown_ms;
 	const char *sim_faults;    /* e.g. "start-fails=<uuid>,ignore-shutdown=<uuid>,crash=<uuid>" */
+	const char *simguest_bin;  /* sim: cxapi-simguest; NULL: ../simguest/ beside xenstored_bin */
 };
 
 int xenops_init(const struct xenops_settings *s, xenops_event_fn fn, void *ctx, struct xerr *err);
