@@ -394,6 +394,8 @@ static void dom_shutdown(struct dom *d, int reason)
 	d->state = ST_SHUTDOWN;
 	d->reason = reason;
 	d->t_boot = d->t_down = 0;
+	if (d->xc)
+		xc_flush(d->xc); /* what it wrote before (the acknowledgement) */
 	xc_close(d->xc);
 	d->booted = false;
 	if (!g.priv)
