@@ -159,7 +159,7 @@ def test_start_writes_the_tree_and_the_guest_connects(host, tmp_path):
     assert host.read("/libxl/%d/type" % d) == "pv"
     # permissions as libxl sets them: dom0 owns the domain's dir, which the
     # domain may read; the guest owns what it writes (control/shutdown, data)
-    top = [l for l in host.ls("/local/domain").splitlines() if l.startswith(" 1 =")]
+    top = [l for l in host.ls("/local/domain").splitlines() if l.startswith("1 =")]
     assert top and top[0].endswith("(n0,r1)")
     ctl = [l for l in host.ls(dom + "/control").splitlines() if l.startswith("shutdown")]
     assert ctl and ctl[0].endswith("(n1)")
