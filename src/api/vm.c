@@ -15,6 +15,7 @@
 #include <expat.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1813,6 +1814,1098 @@ static void vm_power_state_reset(struct api_ctx *c)
 		enc_void(c->out);
 }
 
+/* ---- copies of rows (clone, copy, snapshot, revert) ---- */
+
+/* A new row of class cls with every column of r copied, a fresh uuid and
+ * ref (in out).  The caller overrides what differs. */
+static struct val **row_dup(int cls, const struct db_row *r, char out[DB_REF_MAX])
+{
+	struct val **cols = api_row_new(cls);
+	for (int i = 0; i < idl_classes[cls].nfields; i++)
+		if (r->cols[i])
+			cols[i] = val_dup_h(r->cols[i]);
+	char uuid[40];
+	db_uuid_new(uuid);
+	db_ref_new(out);
+	api_row_set(cls, cols, "uuid", val_cstr_h(uuid));
+	return cols;
+}
+
+/* Into t: a copy of row src of class cls (VM_metrics, VM_guest_metrics);
+ * out = its ref, or NULLREF when src is no row. */
+static void owned_copy_txn(struct db_txn *t, int cls, const char *src, char out[DB_REF_MAX])
+{
+	const struct db_row *r = is_null(src) ? NULL : db_get(cls, src);
+	if (!r) {
+		snprintf(out, DB_REF_MAX, "%s", NULLREF);
+		return;
+	}
+	struct val **cols = row_dup(cls, r, out);
+	db_txn_insert(t, cls, out, cols);
+	free(cols);
+}
+
+/* Into t: a copy of VBD b for VM vm on VDI vdi (NULL/NULLREF: empty), with
+ * fresh metrics, as the original's Xapi_vbd_helpers.copy; owner: add
+ * other_config:owner="" to disks that have no owner key (clones own their
+ * disks).  Read lock held. */
+static void vbd_copy_txn(struct db_txn *t, const struct db_row *b, const char *vm, const char *vdi,
+			 bool owner)
+{
+	char ref[DB_REF_MAX], mref[DB_REF_MAX], muuid[40];
+	struct val **cols = row_dup(K.vbd, b, ref);
+	bool empty = fb(b, K.vbd, "empty") || is_null(vdi);
+	api_row_set(K.vbd, cols, "VM", val_cstr_h(vm));
+	api_row_set(K.vbd, cols, "VDI", val_cstr_h(empty ? NULLREF : vdi));
+	api_row_set(K.vbd, cols, "empty", val_bool_h(empty));
+	api_row_set(K.vbd, cols, "reserved", val_bool_h(false));
+	api_row_set(K.vbd, cols, "current_operations", val_struct_h(0));
+	api_row_set(K.vbd, cols, "allowed_operations", val_array_h(0));
+	const struct val *oc = fv(b, K.vbd, "other_config");
+	if (owner && strcmp(fs(b, K.vbd, "type"), "Disk") == 0 && !map_get(oc, "owner"))
+		api_row_set(K.vbd, cols, "other_config", ops_map_with(oc, "owner", ""));
+	db_ref_new(mref);
+	db_uuid_new(muuid);
+	struct val **mcols = api_row_new(K.vbdm);
+	api_row_set(K.vbdm, mcols, "uuid", val_cstr_h(muuid));
+	api_row_set(K.vbd, cols, "metrics", val_cstr_h(mref));
+	db_txn_insert(t, K.vbdm, mref, mcols);
+	db_txn_insert(t, K.vbd, ref, cols);
+	free(mcols);
+	free(cols);
+}
+
+/* VIFs of VM src copied onto VM dst through VIF.create's checks, as the
+ * original's Xapi_vif_helpers.copy: the MAC kept (preserve) or generated
+ * from dst's mac_seed.  0 or -1 with e set. */
+static int vifs_copy(const char *src, const char *dst, bool preserve, struct xerr *e)
+{
+	db_rdlock();
+	const struct val *s = fv(db_get(K.vm, src), K.vm, "VIFs");
+	uint32_t n = n_of(s);
+	char (*refs)[DB_REF_MAX] = util_calloc(n ? n : 1, DB_REF_MAX);
+	for (uint32_t i = 0; i < n; i++)
+		snprintf(refs[i], DB_REF_MAX, "%s", s->u.items[i]->u.s);
+	db_unlock();
+	int rc = 0;
+	for (uint32_t i = 0; i < n && rc == 0; i++) {
+		db_rdlock();
+		const struct db_row *f = db_get(K.vif, refs[i]);
+		struct val **cols = NULL;
+		char ref[DB_REF_MAX];
+		if (f) {
+			cols = row_dup(K.vif, f, ref);
+			api_row_set(K.vif, cols, "VM", val_cstr_h(dst));
+			if (!preserve)
+				api_row_set(K.vif, cols, "MAC", val_cstr_h(""));
+			api_row_set(K.vif, cols, "currently_attached", val_bool_h(false));
+			api_row_set(K.vif, cols, "current_operations", val_struct_h(0));
+			api_row_set(K.vif, cols, "allowed_operations", val_array_h(0));
+		}
+		db_unlock();
+		if (cols)
+			rc = vif_create_cols(cols, ref, e);
+	}
+	free(refs);
+	return rc;
+}
+
+/* The fields a clone, copy or snapshot takes from its source (the
+ * original's copy_vm_record) and a revert gives back to the VM. */
+static const char *const vm_kept_fields[] = {
+	"name_description", "user_version", "memory_overhead", "memory_target",
+	"memory_static_max", "memory_dynamic_max", "memory_dynamic_min", "memory_static_min",
+	"VCPUs_max", "VCPUs_at_startup", "VCPUs_params", "actions_after_softreboot",
+	"actions_after_shutdown", "actions_after_reboot", "actions_after_crash",
+	"HVM_boot_policy", "HVM_boot_params", "HVM_shadow_multiplier", "platform", "PV_kernel",
+	"PV_ramdisk", "PV_args", "PV_bootloader", "PV_bootloader_args", "PV_legacy_args",
+	"PCI_bus", "last_boot_CPU_flags", "is_control_domain", "last_booted_record",
+	"recommendations", "xenstore_data", "ha_restart_priority", "bios_strings",
+	"hardware_platform_version", "has_vendor_device", "reference_label", "domain_type",
+	"NVRAM", NULL};
+
+static void set_kept(struct db_txn *t, const char *dst, const struct db_row *src)
+{
+	for (const char *const *f = vm_kept_fields; *f; f++) {
+		const struct val *v = fv(src, K.vm, *f);
+		db_txn_set(t, K.vm, dst, api_field(K.vm, *f), val_dup_h(v ? v : &val_nil));
+	}
+}
+
+enum disk_op { OP_CLONE, OP_COPY, OP_SNAPSHOT };
+static const char *const disk_op_names[] = {"clone", "copy", "snapshot"};
+
+/* One disk of the VM being copied: its VBD, the source VDI and the new one
+ * (CDs keep theirs, empty drives have none). */
+struct cdisk {
+	char vbd[DB_REF_MAX], src[DB_REF_MAX], vdi[DB_REF_MAX];
+	bool copy;    /* a new VDI is made (not empty, not a CD) */
+	bool created; /* ... and exists: delete it on failure */
+};
+
+static bool in_refs(const struct val *set, const char *ref)
+{
+	for (uint32_t i = 0; i < n_of(set); i++)
+		if (set->u.items[i] && set->u.items[i]->kind == V_STR &&
+		    strcmp(set->u.items[i]->u.s, ref) == 0)
+			return true;
+	return false;
+}
+
+/* The VBDs of vm (all of type type_only when not NULL), skipping those on
+ * the VDIs in ignore.  Read lock held; *out calloc'd. */
+static int disks_of(const struct db_row *vm, const struct val *ignore, const char *type_only,
+		    struct cdisk **out)
+{
+	const struct val *s = fv(vm, K.vm, "VBDs");
+	struct cdisk *d = util_calloc(n_of(s) + 1, sizeof(*d));
+	int n = 0;
+	for (uint32_t i = 0; i < n_of(s); i++) {
+		const struct db_row *b = db_get(K.vbd, s->u.items[i]->u.s);
+		if (!b || (ignore && in_refs(ignore, fs(b, K.vbd, "VDI"))))
+			continue;
+		bool cd = strcmp(fs(b, K.vbd, "type"), "CD") == 0;
+		if (type_only && strcmp(fs(b, K.vbd, "type"), type_only) != 0)
+			continue;
+		bool empty = fb(b, K.vbd, "empty") || is_null(fs(b, K.vbd, "VDI"));
+		snprintf(d[n].vbd, DB_REF_MAX, "%s", b->ref);
+		snprintf(d[n].src, DB_REF_MAX, "%s", empty ? NULLREF : fs(b, K.vbd, "VDI"));
+		snprintf(d[n].vdi, DB_REF_MAX, "%s", d[n].src);
+		d[n].copy = !empty && !cd;
+		n++;
+	}
+	*out = d;
+	return n;
+}
+
+static void disks_delete(struct cdisk *d, int n, const char *task)
+{
+	for (int i = 0; i < n; i++) {
+		if (!d[i].created)
+			continue;
+		struct xerr e = {0};
+		if (storage_vdi_destroy(d[i].vdi, task, &e) < 0)
+			log_warn("cleaning up VDI %s: %s", d[i].vdi, e.code);
+		xerr_clear(&e);
+		d[i].created = false;
+	}
+}
+
+/* One VDI through VDI.clone / VDI.copy (to sr, NULL: the VDI's own) /
+ * VDI.snapshot. */
+static int disk_do(enum disk_op op, const char *vdi, const char *sr, const char *task,
+		   char out[DB_REF_MAX], struct xerr *e)
+{
+	if (op == OP_CLONE)
+		return storage_vdi_clone(vdi, task, out, e);
+	if (op == OP_SNAPSHOT)
+		return storage_vdi_snapshot(vdi, task, out, e);
+	char own[DB_REF_MAX];
+	if (is_null(sr)) {
+		db_rdlock();
+		snprintf(own, sizeof(own), "%s", fs(db_get(K.vdi, vdi), K.vdi, "SR"));
+		db_unlock();
+		sr = own;
+	}
+	return storage_vdi_copy(vdi, sr, task, out, e);
+}
+
+/* The original's safe_clone_disks: every disk copied in turn (cancellable
+ * between disks; a copy also within), all new ones deleted on failure. */
+static int disks_do(enum disk_op op, const char *sr, struct cdisk *d, int n, const char *task,
+		    struct xerr *e)
+{
+	for (int i = 0; i < n; i++) {
+		if (!d[i].copy)
+			continue;
+		if ((task && task_check_cancel(task, e) < 0) ||
+		    disk_do(op, d[i].src, sr, task, d[i].vdi, e) < 0) {
+			disks_delete(d, n, task);
+			return -1;
+		}
+		d[i].created = true;
+		if (task)
+			task_set_progress(task, (double)(i + 1) / (double)n);
+	}
+	return 0;
+}
+
+/* The original's fresh_genid: a VM without a generation id keeps none. */
+static struct val *fresh_genid(const char *cur)
+{
+	if (!cur || !cur[0])
+		return val_cstr_h("");
+	uint64_t a[2];
+	RAND_bytes((unsigned char *)a, sizeof(a));
+	char s[48];
+	snprintf(s, sizeof(s), "%" PRIu64 ":%" PRIu64, a[0] >> 1, a[1] >> 1);
+	return val_cstr_h(s);
+}
+
+/* The new VM's row (the original's copy_vm_record).  Read lock held. */
+static struct val **vm_copy_cols(const struct db_row *r, enum disk_op op, const char *name,
+				 const char *new_ps, const char *key, const char *mref,
+				 const char *gmref, const char *suspend_vdi)
+{
+	bool snap = op == OP_SNAPSHOT, tmpl = fb(r, K.vm, "is_a_template");
+	struct val **cols = api_row_new(K.vm);
+	char uuid[40];
+	db_uuid_new(uuid);
+	api_row_set(K.vm, cols, "uuid", val_cstr_h(uuid));
+	for (const char *const *f = vm_kept_fields; *f; f++) {
+		const struct val *v = fv(r, K.vm, *f);
+		if (v)
+			api_row_set(K.vm, cols, *f, val_dup_h(v));
+	}
+	static const char *const also[] = {"affinity", "tags"};
+	for (size_t i = 0; i < 2; i++)
+		if (fv(r, K.vm, also[i]))
+			api_row_set(K.vm, cols, also[i], val_dup_h(fv(r, K.vm, also[i])));
+	api_row_set(K.vm, cols, "name_label", val_cstr_h(name));
+	api_row_set(K.vm, cols, "power_state", val_cstr_h(new_ps));
+	api_row_set(K.vm, cols, "allowed_operations", val_array_h(0));
+	struct val *cur = ops_map_with(NULL, key, disk_op_names[op]);
+	api_row_set(K.vm, cols, "current_operations", cur);
+	api_row_set(K.vm, cols, "blocked_operations", val_struct_h(0));
+	api_row_set(K.vm, cols, "is_a_template", val_bool_h(snap || tmpl));
+	api_row_set(K.vm, cols, "is_default_template", val_bool_h(false));
+	api_row_set(K.vm, cols, "is_a_snapshot", val_bool_h(snap));
+	api_row_set(K.vm, cols, "snapshot_of", val_cstr_h(snap ? r->ref : NULLREF));
+	api_row_set(K.vm, cols, "snapshot_time", val_datetime_h(snap ? util_now() : 0));
+	struct val *info = NULL;
+	if (snap) {
+		struct val *a = ops_map_with(NULL, "power-state-at-snapshot", fs(r, K.vm, "power_state"));
+		info = ops_map_with(a, "disk-snapshot-type", "crash_consistent");
+		val_free(a);
+	}
+	api_row_set(K.vm, cols, "snapshot_info", info ? info : val_struct_h(0));
+	api_row_set(K.vm, cols, "snapshot_metadata", val_cstr_h(""));
+	api_row_set(K.vm, cols, "transportable_snapshot_id", val_cstr_h(""));
+	const char *parent = fs(r, K.vm, "parent");
+	api_row_set(K.vm, cols, "parent", val_cstr_h(snap && !is_null(parent) ? parent : NULLREF));
+	api_row_set(K.vm, cols, "resident_on", val_cstr_h(NULLREF));
+	api_row_set(K.vm, cols, "scheduled_to_be_resident_on", val_cstr_h(NULLREF));
+	api_row_set(K.vm, cols, "suspend_VDI", val_cstr_h(suspend_vdi));
+	api_row_set(K.vm, cols, "domid", val_int_h(-1));
+	api_row_set(K.vm, cols, "metrics", val_cstr_h(mref));
+	api_row_set(K.vm, cols, "guest_metrics", val_cstr_h(gmref));
+	api_row_set(K.vm, cols, "ha_always_run", val_bool_h(false));
+	api_row_set(K.vm, cols, "requires_reboot", val_bool_h(false));
+	api_row_set(K.vm, cols, "generation_id", fresh_genid(fs(r, K.vm, "generation_id")));
+	/* other_config: a new mac_seed unless a snapshot; no default_template
+	 * or xensource_internal; the template's name kept */
+	const struct val *oc = fv(r, K.vm, "other_config");
+	struct val *o = val_dup_h(oc ? oc : &val_nil);
+	if (!o || o->kind != V_STRUCT) {
+		val_free(o);
+		o = val_struct_h(0);
+	}
+	struct val *tmp;
+	if (!snap) {
+		char seed[40];
+		db_uuid_new(seed);
+		tmp = ops_map_with(o, "mac_seed", seed);
+		val_free(o);
+		o = tmp;
+	}
+	static const char *const drop[] = {"default_template", "xensource_internal"};
+	for (size_t i = 0; i < 2; i++) {
+		tmp = ops_map_with(o, drop[i], NULL);
+		val_free(o);
+		o = tmp;
+	}
+	if (tmpl && !map_get(o, "base_template_name")) {
+		tmp = ops_map_with(o, "base_template_name", fs(r, K.vm, "name_label"));
+		val_free(o);
+		o = tmp;
+	}
+	api_row_set(K.vm, cols, "other_config", o);
+	return cols;
+}
+
+/* The original's Xapi_vm_clone.clone: disks first, then the VM row with
+ * its metrics and VBDs (one commit), then the VIFs; the new VM ends in the
+ * power state it gets (Halted, Suspended for a clone/copy of a Suspended
+ * VM) with its allowed_operations.  Runs inside the source's operation.
+ * 0 with the new ref in out, or -1 with e set (everything made undone). */
+static int vm_clone_do(const char *vm, const char *name, enum disk_op op, const char *sr,
+		       const struct val *ignore, const char *task, const char *key,
+		       char out[DB_REF_MAX], struct xerr *e)
+{
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, vm);
+	if (!r) {
+		db_unlock();
+		xerr_set(e, "HANDLE_INVALID", 2, "VM", vm);
+		return -1;
+	}
+	const char *ps = fs(r, K.vm, "power_state");
+	char old_parent[DB_REF_MAX];
+	snprintf(old_parent, sizeof(old_parent), "%s",
+		 is_null(fs(r, K.vm, "parent")) ? NULLREF : fs(r, K.vm, "parent"));
+	const char *new_ps = op != OP_SNAPSHOT && strcmp(ps, "Suspended") == 0 ? "Suspended" : "Halted";
+	struct cdisk *d;
+	int n = disks_of(r, op == OP_SNAPSHOT ? ignore : NULL, NULL, &d);
+	/* the suspend image goes with clones and copies, as one more disk */
+	const char *sv = fs(r, K.vm, "suspend_VDI");
+	bool has_sv = op != OP_SNAPSHOT && !is_null(sv) && db_get(K.vdi, sv);
+	if (has_sv) {
+		snprintf(d[n].src, DB_REF_MAX, "%s", sv);
+		d[n].copy = true;
+		n++;
+	}
+	db_unlock();
+	int rc = -1;
+	if (disks_do(op, sr, d, n, task, e) < 0)
+		goto out;
+	char mref[DB_REF_MAX], gmref[DB_REF_MAX];
+	struct db_txn *t = db_txn_new();
+	db_rdlock();
+	r = db_get(K.vm, vm);
+	if (!r) {
+		db_unlock();
+		db_txn_free(t);
+		xerr_set(e, "HANDLE_INVALID", 2, "VM", vm);
+		disks_delete(d, n, task);
+		goto out;
+	}
+	db_ref_new(out);
+	owned_copy_txn(t, K.vmm, fs(r, K.vm, "metrics"), mref);
+	if (strcmp(mref, NULLREF) == 0) { /* a VM always has metrics */
+		char muuid[40];
+		db_ref_new(mref);
+		db_uuid_new(muuid);
+		struct val **mc = api_row_new(K.vmm);
+		api_row_set(K.vmm, mc, "uuid", val_cstr_h(muuid));
+		db_txn_insert(t, K.vmm, mref, mc);
+		free(mc);
+	}
+	owned_copy_txn(t, K.gm, fs(r, K.vm, "guest_metrics"), gmref);
+	struct val **cols = vm_copy_cols(r, op, name, new_ps, key, mref, gmref,
+					 has_sv ? d[n - 1].vdi : NULLREF);
+	db_txn_insert(t, K.vm, out, cols);
+	free(cols);
+	for (int i = 0; i < n - (has_sv ? 1 : 0); i++) {
+		const struct db_row *b = db_get(K.vbd, d[i].vbd);
+		if (b)
+			vbd_copy_txn(t, b, out, d[i].vdi, true);
+	}
+	if (op == OP_SNAPSHOT)
+		db_txn_set(t, K.vm, vm, api_field(K.vm, "parent"), val_cstr_h(out));
+	db_unlock();
+	if (db_txn_commit(t, e) < 0) {
+		disks_delete(d, n, task);
+		goto out;
+	}
+	if (vifs_copy(vm, out, op == OP_SNAPSHOT, e) < 0 ||
+	    vm_set_power_state(out, new_ps, NULL, -1, e) < 0) {
+		struct db_txn *t2 = db_txn_new();
+		db_rdlock();
+		const struct db_row *nr = db_get(K.vm, out);
+		if (nr)
+			vm_delete_txn(t2, nr);
+		if (op == OP_SNAPSHOT)
+			db_txn_set(t2, K.vm, vm, api_field(K.vm, "parent"), val_cstr_h(old_parent));
+		db_unlock();
+		commit_quiet(t2, "undoing the copy of VM", vm);
+		disks_delete(d, n, task);
+		goto out;
+	}
+	vm_op_end(out, key);
+	log_info("VM.%s %s -> %s (%d disks)", disk_op_names[op], vm, out, n);
+	rc = 0;
+out:
+	free(d);
+	return rc;
+}
+
+static void clone_msg(struct api_ctx *c, enum disk_op op, const char *sr, const struct val *ignore)
+{
+	k();
+	const char *vm = api_str(c, 1), *name = api_str(c, 2);
+	if (!vm_exists(c, vm))
+		return;
+	if (op == OP_COPY && !is_null(sr)) {
+		/* the original: an SR that exists and holds no ISOs */
+		db_rdlock();
+		const struct db_row *s = db_get(K.sr, sr);
+		bool iso = s && strcmp(fs(s, K.sr, "content_type"), "iso") == 0;
+		db_unlock();
+		if (!s)
+			sr = NULL;
+		else if (iso) {
+			api_fail(c, "OPERATION_NOT_ALLOWED", 1, "Cannot copy a VM's disks to an ISO SR");
+			return;
+		}
+	}
+	const char *key = ops_key(c->a, c->task);
+	if (vm_op_begin(vm, key, disk_op_names[op], c->task, &c->err) < 0)
+		return;
+	if (c->task)
+		task_set_cancellable(c->task, true);
+	char out[DB_REF_MAX];
+	if (vm_clone_do(vm, name, op, sr, ignore, c->task, key, out, &c->err) == 0)
+		enc_cstr(c->out, out);
+	vm_op_end(vm, key);
+}
+
+static void vm_clone(struct api_ctx *c)
+{
+	clone_msg(c, OP_CLONE, NULL, NULL);
+}
+
+static void vm_copy(struct api_ctx *c)
+{
+	clone_msg(c, OP_COPY, api_str(c, 3), NULL);
+}
+
+static void vm_snapshot(struct api_ctx *c)
+{
+	clone_msg(c, OP_SNAPSHOT, NULL, c->nparams > 3 ? c->params[3] : NULL);
+}
+
+/* ---- VM.revert (xapi_vm_snapshot.ml) ---- */
+
+/* Destroy a VDI unless it lives on an ISO SR (the original's
+ * safe_destroy_vdi). */
+static int vdi_destroy_unless_iso(const char *vdi, const char *task, struct xerr *e)
+{
+	db_rdlock();
+	const struct db_row *v = is_null(vdi) ? NULL : db_get(K.vdi, vdi);
+	const struct db_row *s = v ? db_get(K.sr, fs(v, K.vdi, "SR")) : NULL;
+	bool skip = !v || (s && strcmp(fs(s, K.sr, "content_type"), "iso") == 0);
+	db_unlock();
+	return skip ? 0 : storage_vdi_destroy(vdi, task, e);
+}
+
+static int revert_do(const char *snap, const char *vm, const char *task, struct xerr *e)
+{
+	struct cdisk *sd = NULL, *sc = NULL;
+	int nsd = 0, nsc = 0, rc = -1;
+	char (*old)[DB_REF_MAX] = NULL;
+	int nold = 0;
+	char snap_sv[DB_REF_MAX], vm_sv[DB_REF_MAX], new_sv[DB_REF_MAX];
+	char (*snap_of)[DB_REF_MAX] = NULL;
+	db_rdlock();
+	const struct db_row *s = db_get(K.vm, snap), *v = db_get(K.vm, vm);
+	if (!s || !v) {
+		db_unlock();
+		xerr_set(e, "HANDLE_INVALID", 2, "VM", !s ? snap : vm);
+		return -1;
+	}
+	nsd = disks_of(s, NULL, "Disk", &sd);
+	nsc = disks_of(s, NULL, "CD", &sc);
+	snap_of = util_calloc((size_t)nsd + 1, DB_REF_MAX);
+	for (int i = 0; i < nsd; i++)
+		snprintf(snap_of[i], DB_REF_MAX, "%s",
+			 fs(db_get(K.vdi, sd[i].src), K.vdi, "snapshot_of"));
+	/* the VM's disks that the snapshot has a copy of go; the others stay,
+	 * unattached */
+	const struct val *vb = fv(v, K.vm, "VBDs");
+	old = util_calloc(n_of(vb) + 1, DB_REF_MAX);
+	for (uint32_t i = 0; i < n_of(vb); i++) {
+		const struct db_row *b = db_get(K.vbd, vb->u.items[i]->u.s);
+		if (!b || strcmp(fs(b, K.vbd, "type"), "Disk") != 0)
+			continue;
+		for (int j = 0; j < nsd; j++)
+			if (strcmp(snap_of[j], fs(b, K.vbd, "VDI")) == 0 && !is_null(snap_of[j])) {
+				snprintf(old[nold++], DB_REF_MAX, "%s", fs(b, K.vbd, "VDI"));
+				break;
+			}
+	}
+	snprintf(snap_sv, sizeof(snap_sv), "%s", fs(s, K.vm, "suspend_VDI"));
+	snprintf(vm_sv, sizeof(vm_sv), "%s", fs(v, K.vm, "suspend_VDI"));
+	/* the VM's VBDs go first */
+	struct db_txn *t = db_txn_new();
+	for (uint32_t i = 0; i < n_of(vb); i++) {
+		const struct db_row *b = db_get(K.vbd, vb->u.items[i]->u.s);
+		if (!b)
+			continue;
+		if (db_get(K.vbdm, fs(b, K.vbd, "metrics")))
+			db_txn_delete(t, K.vbdm, fs(b, K.vbd, "metrics"));
+		db_txn_delete(t, K.vbd, b->ref);
+	}
+	db_unlock();
+	if (db_txn_commit(t, e) < 0)
+		goto out;
+	if (vdi_destroy_unless_iso(vm_sv, task, e) < 0)
+		goto out;
+	for (int i = 0; i < nold; i++)
+		if (vdi_destroy_unless_iso(old[i], task, e) < 0)
+			goto out;
+	if (task)
+		task_set_progress(task, 0.2);
+	if (disks_do(OP_CLONE, NULL, sd, nsd, NULL, e) < 0)
+		goto out;
+	snprintf(new_sv, sizeof(new_sv), "%s", NULLREF);
+	if (!is_null(snap_sv) && storage_vdi_clone(snap_sv, NULL, new_sv, e) < 0) {
+		disks_delete(sd, nsd, task);
+		goto out;
+	}
+	if (task)
+		task_set_progress(task, 0.6);
+	t = db_txn_new();
+	db_rdlock();
+	s = db_get(K.vm, snap);
+	v = db_get(K.vm, vm);
+	if (!s || !v) {
+		db_unlock();
+		db_txn_free(t);
+		xerr_set(e, "HANDLE_INVALID", 2, "VM", !s ? snap : vm);
+		goto undo;
+	}
+	/* the snapshots of a reverted disk now are snapshots of its clone */
+	for (int i = 0; i < nsd; i++) {
+		if (!sd[i].created || is_null(snap_of[i]))
+			continue;
+		for (struct db_row *x = db_next(K.vdi, NULL); x; x = db_next(K.vdi, x))
+			if (strcmp(fs(x, K.vdi, "snapshot_of"), snap_of[i]) == 0)
+				db_txn_set(t, K.vdi, x->ref, api_field(K.vdi, "snapshot_of"),
+					   val_cstr_h(sd[i].vdi));
+	}
+	struct cdisk *all[2] = {sd, sc};
+	int nall[2] = {nsd, nsc};
+	for (int k2 = 0; k2 < 2; k2++)
+		for (int i = 0; i < nall[k2]; i++) {
+			const struct db_row *b = db_get(K.vbd, all[k2][i].vbd);
+			if (b)
+				vbd_copy_txn(t, b, vm, all[k2][i].vdi, false);
+		}
+	db_txn_set(t, K.vm, vm, api_field(K.vm, "suspend_VDI"), val_cstr_h(new_sv));
+	/* the fields: what the snapshot took from the VM */
+	set_kept(t, vm, s);
+	const struct val *oc = fv(s, K.vm, "other_config");
+	db_txn_set(t, K.vm, vm, api_field(K.vm, "other_config"), val_dup_h(oc ? oc : &val_nil));
+	db_txn_set(t, K.vm, vm, api_field(K.vm, "ha_always_run"), val_bool_h(false));
+	const char *hbp = fs(s, K.vm, "HVM_boot_policy");
+	const char *derived = hbp[0] ? "hvm" : "pv";
+	if (strcmp(fs(s, K.vm, "domain_type"), derived) != 0)
+		db_txn_set(t, K.vm, vm, api_field(K.vm, "domain_type"), val_cstr_h(derived));
+	/* old VIFs, metrics and guest metrics replaced by the snapshot's */
+	const struct val *vf = fv(v, K.vm, "VIFs");
+	for (uint32_t i = 0; i < n_of(vf); i++) {
+		const struct db_row *f = db_get(K.vif, vf->u.items[i]->u.s);
+		if (!f)
+			continue;
+		if (db_get(K.vifm, fs(f, K.vif, "metrics")))
+			db_txn_delete(t, K.vifm, fs(f, K.vif, "metrics"));
+		db_txn_delete(t, K.vif, f->ref);
+	}
+	static const char *const owned[] = {"metrics", "guest_metrics"};
+	for (int i = 0; i < 2; i++) {
+		int cls = i ? K.gm : K.vmm;
+		const char *o = fs(v, K.vm, owned[i]);
+		if (!is_null(o) && db_get(cls, o))
+			db_txn_delete(t, cls, o);
+		char nref[DB_REF_MAX];
+		owned_copy_txn(t, cls, fs(s, K.vm, owned[i]), nref);
+		if (strcmp(nref, NULLREF) != 0 || i == 1)
+			db_txn_set(t, K.vm, vm, api_field(K.vm, owned[i]), val_cstr_h(nref));
+	}
+	db_txn_set(t, K.vm, vm, api_field(K.vm, "parent"), val_cstr_h(snap));
+	char ps[16];
+	snprintf(ps, sizeof(ps), "%s", fs(s, K.vm, "power_state"));
+	db_unlock();
+	if (db_txn_commit(t, e) < 0)
+		goto undo;
+	if (task)
+		task_set_progress(task, 0.8);
+	if (vifs_copy(snap, vm, true, e) < 0)
+		goto out;
+	rc = vm_set_power_state(vm, ps, NULL, -1, e);
+	goto out;
+undo:
+	disks_delete(sd, nsd, task);
+	if (!is_null(new_sv)) {
+		struct xerr e2 = {0};
+		storage_vdi_destroy(new_sv, task, &e2);
+		xerr_clear(&e2);
+	}
+out:
+	free(sd);
+	free(sc);
+	free(old);
+	free(snap_of);
+	return rc;
+}
+
+static void vm_revert(struct api_ctx *c)
+{
+	k();
+	const char *snap = api_str(c, 1);
+	db_rdlock();
+	const struct db_row *s = db_get(K.vm, snap);
+	char vm[DB_REF_MAX] = "", vps[16] = "";
+	bool is_snap = fb(s, K.vm, "is_a_snapshot");
+	if (s) {
+		snprintf(vm, sizeof(vm), "%s", fs(s, K.vm, "snapshot_of"));
+		snprintf(vps, sizeof(vps), "%s", fs(db_get(K.vm, vm), K.vm, "power_state"));
+	}
+	bool vm_ok = s && valid_ref(K.vm, vm);
+	db_unlock();
+	if (!s) {
+		api_fail(c, "HANDLE_INVALID", 2, "VM", snap);
+		return;
+	}
+	if (is_snap && !vm_ok) {
+		/* the original re-creates the VM from snapshot_metadata, which
+		 * cxapi does not write (docs/vm.md) */
+		api_fail(c, "VM_REVERT_FAILED", 2, snap, vm);
+		return;
+	}
+	const char *key = ops_key(c->a, c->task);
+	if (vm_op_begin(snap, key, "revert", c->task, &c->err) < 0)
+		return;
+	if (vm_op_begin(vm, key, "reverting", c->task, &c->err) < 0) {
+		vm_op_end(snap, key);
+		return;
+	}
+	if (c->task)
+		task_set_cancellable(c->task, false);
+	if (strcmp(vps, "Running") == 0 || strcmp(vps, "Paused") == 0) {
+		/* the original hard-shuts the VM down first: that is the
+		 * backend's (src/xenops), not wired here yet */
+		api_fail(c, "NOT_IMPLEMENTED", 1, "VM.revert of a running VM");
+	} else if (revert_do(snap, vm, c->task, &c->err) < 0) {
+		struct xerr e2 = {0};
+		if (vm_set_power_state(vm, "Halted", NULL, -1, &e2) < 0)
+			xerr_clear(&e2);
+		const char *code = c->err.code;
+		if (!(code && (strcmp(code, "SR_BACKEND_FAILURE_44") == 0 ||
+			       strcmp(code, "SR_BACKEND_FAILURE_109") == 0 ||
+			       strcmp(code, "VDI_INCOMPATIBLE_TYPE") == 0))) {
+			log_warn("VM.revert %s to %s: %s", vm, snap, code ? code : "?");
+			xerr_clear(&c->err);
+			api_fail(c, "VM_REVERT_FAILED", 2, snap, vm);
+		}
+	} else {
+		enc_void(c->out);
+	}
+	vm_op_end(vm, key);
+	vm_op_end(snap, key);
+}
+
+/* ---- VM.provision (xapi_templates.ml) ---- */
+
+struct pdisk {
+	char device[64], sr[64], type[16];
+	int64_t size;
+	bool bootable;
+};
+
+struct pxml {
+	struct pdisk *d;
+	int n, cap, depth;
+	bool bad;
+};
+
+static const char *attr(const char **a, const char *name)
+{
+	for (; a && a[0]; a += 2)
+		if (strcmp(a[0], name) == 0)
+			return a[1];
+	return NULL;
+}
+
+static void XMLCALL px_start(void *ud, const char *el, const char **a)
+{
+	struct pxml *p = ud;
+	int depth = p->depth++;
+	if (depth == 0) {
+		if (strcmp(el, "provision") != 0 || (a && a[0]))
+			p->bad = true;
+		return;
+	}
+	if (depth != 1 || strcmp(el, "disk") != 0) {
+		p->bad = true;
+		return;
+	}
+	const char *dev = attr(a, "device"), *size = attr(a, "size"), *sr = attr(a, "sr"),
+		   *boot = attr(a, "bootable"), *type = attr(a, "type");
+	char *end = NULL;
+	long long sz = size ? strtoll(size, &end, 10) : 0;
+	if (!dev || !size || !sr || !boot || !*size || *end || strlen(dev) >= 64 || strlen(sr) >= 64) {
+		p->bad = true;
+		return;
+	}
+	if (p->n == p->cap) {
+		p->cap = p->cap ? 2 * p->cap : 4;
+		p->d = realloc(p->d, sizeof(*p->d) * (size_t)p->cap);
+		if (!p->d)
+			abort();
+	}
+	struct pdisk *d = &p->d[p->n++];
+	snprintf(d->device, sizeof(d->device), "%s", dev);
+	snprintf(d->sr, sizeof(d->sr), "%s", sr);
+	snprintf(d->type, sizeof(d->type), "%s",
+		 type && IN(type, "system", "user", "ephemeral", "suspend", "crashdump") ? type : "system");
+	d->size = sz;
+	d->bootable = strcmp(boot, "true") == 0;
+}
+
+static void XMLCALL px_end(void *ud, const char *el)
+{
+	(void)el;
+	((struct pxml *)ud)->depth--;
+}
+
+static void XMLCALL px_text(void *ud, const char *s, int len)
+{
+	struct pxml *p = ud;
+	for (int i = 0; i < len; i++)
+		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+			p->bad = true;
+}
+
+/* The disks of a provision XML; -1 if it does not parse as one. */
+static int provision_parse(const char *xml, struct pdisk **out)
+{
+	struct pxml p = {0};
+	XML_Parser x = XML_ParserCreate("UTF-8");
+	XML_SetUserData(x, &p);
+	XML_SetElementHandler(x, px_start, px_end);
+	XML_SetCharacterDataHandler(x, px_text);
+	bool ok = XML_Parse(x, xml, (int)strlen(xml), 1) == XML_STATUS_OK && !p.bad;
+	XML_ParserFree(x);
+	if (!ok) {
+		free(p.d);
+		return -1;
+	}
+	*out = p.d;
+	return p.n;
+}
+
+/* One disk: a VDI on the SR named by uuid and its VBD, as the original's
+ * create_disk.  The VBD's ref in vbd, the VDI's in vdi ("" if none). */
+static int provision_disk(const char *vm, const char *vm_uuid, const struct pdisk *pd,
+			  const char *task, char vbd[DB_REF_MAX], char vdi[DB_REF_MAX], struct xerr *e)
+{
+	vbd[0] = vdi[0] = 0;
+	db_rdlock();
+	const struct db_row *s = db_get_by_uuid(K.sr, pd->sr);
+	char sr[DB_REF_MAX] = "";
+	if (s)
+		snprintf(sr, sizeof(sr), "%s", s->ref);
+	db_unlock();
+	if (!s) {
+		log_warn("VM.provision: no SR with uuid '%s'", pd->sr);
+		xerr_set(e, "UUID_INVALID", 2, "sr", pd->sr);
+		return -1;
+	}
+	if (storage_vdi_create_in_sr(sr, "", (uint64_t)pd->size, pd->type, false, NULL, task, vdi,
+				     e) < 0) {
+		vdi[0] = 0;
+		return -1;
+	}
+	struct val **cols = api_row_new(K.vbd);
+	char uuid[40];
+	db_uuid_new(uuid);
+	api_row_set(K.vbd, cols, "uuid", val_cstr_h(uuid));
+	api_row_set(K.vbd, cols, "VM", val_cstr_h(vm));
+	api_row_set(K.vbd, cols, "VDI", val_cstr_h(vdi));
+	api_row_set(K.vbd, cols, "userdevice", val_cstr_h(pd->device));
+	api_row_set(K.vbd, cols, "bootable", val_bool_h(pd->bootable));
+	api_row_set(K.vbd, cols, "mode", val_cstr_h("RW"));
+	api_row_set(K.vbd, cols, "type", val_cstr_h("Disk"));
+	api_row_set(K.vbd, cols, "unpluggable", val_bool_h(strcmp(pd->type, "system") != 0));
+	api_row_set(K.vbd, cols, "empty", val_bool_h(false));
+	api_row_set(K.vbd, cols, "other_config", ops_map_with(NULL, "owner", ""));
+	if (vbd_create_cols(cols, vbd, e) < 0) {
+		vbd[0] = 0;
+		return -1;
+	}
+	/* the VDI is named after the VBD's position; sm_config:vmhint */
+	struct db_txn *t = db_txn_new();
+	db_rdlock();
+	const struct db_row *vr = db_get(K.vdi, vdi);
+	if (vr) {
+		db_txn_set(t, K.vdi, vdi, api_field(K.vdi, "name_label"),
+			   val_cstr_h(fs(db_get(K.vbd, vbd), K.vbd, "userdevice")));
+		db_txn_set(t, K.vdi, vdi, api_field(K.vdi, "name_description"),
+			   val_cstr_h("Created by template provisioner"));
+		db_txn_set(t, K.vdi, vdi, api_field(K.vdi, "sm_config"),
+			   ops_map_with(fv(vr, K.vdi, "sm_config"), "vmhint", vm_uuid));
+	}
+	db_unlock();
+	return db_txn_commit(t, e);
+}
+
+static void provision_do(struct api_ctx *c, const char *vm)
+{
+	struct db_txn *t = db_txn_new();
+	db_txn_set(t, K.vm, vm, api_field(K.vm, "is_a_template"), val_bool_h(false));
+	if (api_commit(c, t) < 0)
+		return;
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, vm);
+	const struct val *oc = fv(r, K.vm, "other_config");
+	char *xml = map_get(oc, "disks") ? util_strdup(map_get(oc, "disks")) : NULL;
+	bool script = map_get(oc, "postinstall") != NULL;
+	char vm_uuid[40];
+	snprintf(vm_uuid, sizeof(vm_uuid), "%s", fs(r, K.vm, "uuid"));
+	db_unlock();
+	struct pdisk *pd = NULL;
+	int n = 0;
+	if (xml && (n = provision_parse(xml, &pd)) < 0) {
+		free(xml);
+		api_fail(c, "INTERNAL_ERROR", 1, "Xapi_templates.Parse_failure");
+		return;
+	}
+	free(xml);
+	if (script) {
+		/* the original runs it in dom0 with the new disks attached */
+		free(pd);
+		api_fail(c, "NOT_IMPLEMENTED", 1, "VM.provision: other_config:postinstall");
+		return;
+	}
+	if (c->task)
+		task_set_progress(c->task, 0.1);
+	char (*vbds)[DB_REF_MAX] = util_calloc((size_t)n + 1, DB_REF_MAX);
+	char (*vdis)[DB_REF_MAX] = util_calloc((size_t)n + 1, DB_REF_MAX);
+	int i = 0;
+	for (; i < n; i++)
+		if (provision_disk(vm, vm_uuid, &pd[i], c->task, vbds[i], vdis[i], &c->err) < 0)
+			break;
+	if (i < n) {
+		/* undo: the VBDs, then their VDIs */
+		for (int j = 0; j <= i; j++) {
+			struct xerr e = {0};
+			if (vbds[j][0]) {
+				struct db_txn *t2 = db_txn_new();
+				db_txn_delete(t2, K.vbd, vbds[j]);
+				commit_quiet(t2, "VM.provision: deleting VBD", vbds[j]);
+			}
+			if (vdis[j][0] && storage_vdi_destroy(vdis[j], c->task, &e) < 0)
+				log_warn("VM.provision: deleting VDI %s: %s", vdis[j], e.code);
+			xerr_clear(&e);
+		}
+		vm_update_allowed(vm);
+	} else {
+		t = db_txn_new();
+		db_rdlock();
+		struct val *o1 = ops_map_with(fv(db_get(K.vm, vm), K.vm, "other_config"), "disks", NULL);
+		db_unlock();
+		struct val *o2 = ops_map_with(o1, "postinstall", NULL);
+		val_free(o1);
+		db_txn_set(t, K.vm, vm, api_field(K.vm, "other_config"), o2);
+		if (api_commit(c, t) == 0)
+			enc_void(c->out);
+	}
+	free(vbds);
+	free(vdis);
+	free(pd);
+}
+
+static void vm_provision(struct api_ctx *c)
+{
+	k();
+	const char *vm = api_str(c, 1);
+	if (!vm_exists(c, vm))
+		return;
+	WITH_VM_OP(c, vm, "provision", provision_do(c, vm));
+}
+
+/* ---- placement (xapi_vm_helpers.ml, memory_check.ml) ---- */
+
+/* The original's assert_can_boot_here, as far as one host goes: enabled,
+ * the VM's SRs plugged here, and memory: dynamic_min + overhead against
+ * the host's free memory.  Read lock held. */
+static int boot_check(const struct db_row *r, const char *host, struct xerr *e)
+{
+	const struct db_row *h = db_get(K.host, host);
+	if (!h) {
+		xerr_set(e, "HANDLE_INVALID", 2, "host", host);
+		return -1;
+	}
+	if (!fb(h, K.host, "enabled")) {
+		xerr_set(e, "HOST_DISABLED", 1, host);
+		return -1;
+	}
+	int pbd = idl_class_find("PBD");
+	const struct val *vbds = fv(r, K.vm, "VBDs");
+	for (uint32_t i = 0; i < n_of(vbds); i++) {
+		const struct db_row *b = db_get(K.vbd, vbds->u.items[i]->u.s);
+		if (!b || fb(b, K.vbd, "empty"))
+			continue;
+		const char *sr = fs(db_get(K.vdi, fs(b, K.vbd, "VDI")), K.vdi, "SR");
+		const struct val *pbds = fv(db_get(K.sr, sr), K.sr, "PBDs");
+		bool ok = false;
+		for (uint32_t j = 0; j < n_of(pbds) && !ok; j++) {
+			const struct db_row *p = db_get(pbd, pbds->u.items[j]->u.s);
+			ok = p && strcmp(fs(p, pbd, "host"), host) == 0 &&
+			     fb(p, pbd, "currently_attached");
+		}
+		if (!ok) {
+			xerr_set(e, "VM_REQUIRES_SR", 2, r->ref, sr);
+			return -1;
+		}
+	}
+	int64_t need = fi(r, K.vm, "memory_dynamic_min") + vm_overhead_row(r);
+	int64_t avail = fi(db_get(K.hm, fs(h, K.host, "metrics")), K.hm, "memory_free");
+	if (avail < need) {
+		char a[32], b[32];
+		snprintf(a, sizeof(a), "%" PRId64, need);
+		snprintf(b, sizeof(b), "%" PRId64, avail);
+		xerr_set(e, "HOST_NOT_ENOUGH_FREE_MEMORY", 2, a, b);
+		return -1;
+	}
+	return 0;
+}
+
+static void vm_assert_can_boot_here(struct api_ctx *c)
+{
+	k();
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, api_str(c, 1));
+	if (!r)
+		api_fail(c, "HANDLE_INVALID", 2, "VM", api_str(c, 1));
+	else
+		boot_check(r, api_str(c, 2), &c->err);
+	db_unlock();
+	if (!api_failed(c))
+		enc_void(c->out);
+}
+
+static void vm_get_possible_hosts(struct api_ctx *c)
+{
+	k();
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, api_str(c, 1));
+	if (!r) {
+		db_unlock();
+		api_fail(c, "HANDLE_INVALID", 2, "VM", api_str(c, 1));
+		return;
+	}
+	enc_array_begin(c->out);
+	for (struct db_row *h = db_next(K.host, NULL); h; h = db_next(K.host, h)) {
+		struct xerr e = {0};
+		if (boot_check(r, h->ref, &e) == 0)
+			enc_cstr(c->out, h->ref);
+		xerr_clear(&e);
+	}
+	enc_array_end(c->out);
+	db_unlock();
+}
+
+/* The original's maximise_memory: the largest static_max (whole MiB) whose
+ * start memory (static_max + overhead, 64 vCPUs when approximate) fits in
+ * total. */
+static void vm_maximise_memory(struct api_ctx *c)
+{
+	k();
+	int64_t total = api_int(c, 2);
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, api_str(c, 1));
+	int vcpus = api_bool(c, 3) ? 64 : (int)fi(r, K.vm, "VCPUs_max");
+	double mult = fd(r, K.vm, "HVM_shadow_multiplier") > 0 ? fd(r, K.vm, "HVM_shadow_multiplier")
+								: 1.0;
+	bool hvm = r && vm_hvm(r);
+	db_unlock();
+	if (!r) {
+		api_fail(c, "HANDLE_INVALID", 2, "VM", api_str(c, 1));
+		return;
+	}
+	int64_t lo = 0, hi = total > 0 ? total : 0;
+	while (lo < hi) { /* the largest x in [0, total] that fits */
+		int64_t mid = lo + (hi - lo + 1) / 2;
+		if (mid + vm_overhead_bytes(mid, vcpus, mult, hvm) <= total)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	enc_int(c->out, lo / MIB * MIB);
+}
+
+static void vm_copy_bios_strings(struct api_ctx *c)
+{
+	k();
+	const char *vm = api_str(c, 1), *host = api_str(c, 2);
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, vm), *h = db_get(K.host, host);
+	bool set = n_of(fv(r, K.vm, "bios_strings")) > 0;
+	struct val *bs = h ? val_dup_h(fv(h, K.host, "bios_strings") ? fv(h, K.host, "bios_strings")
+								     : &val_nil)
+			   : NULL;
+	db_unlock();
+	if (!r || !h) {
+		val_free(bs);
+		api_fail(c, "HANDLE_INVALID", 2, r ? "host" : "VM", r ? host : vm);
+		return;
+	}
+	if (set) {
+		val_free(bs);
+		api_fail(c, "VM_BIOS_STRINGS_ALREADY_SET", 0);
+		return;
+	}
+	struct db_txn *t = db_txn_new();
+	db_txn_set(t, K.vm, vm, api_field(K.vm, "bios_strings"), bs);
+	/* and the VM is pushed to start on that host */
+	db_txn_set(t, K.vm, vm, api_field(K.vm, "affinity"), val_cstr_h(host));
+	if (api_commit(c, t) == 0)
+		enc_void(c->out);
+}
+
+static void vm_get_boot_record(struct api_ctx *c)
+{
+	k();
+	const char *vm = api_str(c, 1);
+	if (!vm_exists(c, vm))
+		return;
+	WITH_VM_OP(c, vm, "get_boot_record", {
+		db_rdlock();
+		const struct db_row *r = db_get(K.vm, vm);
+		if (r)
+			api_write_record(c->out, r);
+		else
+			api_fail(c, "HANDLE_INVALID", 2, "VM", vm);
+		db_unlock();
+	});
+}
+
+/* ---- VBD.insert / VBD.eject (record level, Halted VMs) ---- */
+
+static void vbd_media(struct api_ctx *c, const char *vdi)
+{
+	k();
+	const char *vbd = api_str(c, 1), *op = vdi ? "insert" : "eject";
+	char vm[DB_REF_MAX] = "";
+	ops_lock();
+	db_rdlock();
+	const struct db_row *b = db_get(K.vbd, vbd);
+	if (!b)
+		api_fail(c, "HANDLE_INVALID", 2, "VBD", vbd);
+	else if (vdi && !db_get(K.vdi, vdi))
+		api_fail(c, "HANDLE_INVALID", 2, "VDI", vdi);
+	else if (vbd_check(b, NULL, NULL, false, false, op, &c->err) == 0) {
+		snprintf(vm, sizeof(vm), "%s", fs(b, K.vbd, "VM"));
+		if (strcmp(fs(db_get(K.vm, vm), K.vm, "power_state"), "Halted") != 0)
+			/* a live CD drive is the backend's (xenops_cd_insert/eject) */
+			api_fail(c, "NOT_IMPLEMENTED", 1, vdi ? "VBD.insert" : "VBD.eject");
+	}
+	db_unlock();
+	if (!api_failed(c)) {
+		struct db_txn *t = db_txn_new();
+		db_txn_set(t, K.vbd, vbd, api_field(K.vbd, "VDI"), val_cstr_h(vdi ? vdi : NULLREF));
+		db_txn_set(t, K.vbd, vbd, api_field(K.vbd, "empty"), val_bool_h(!vdi));
+		api_commit(c, t);
+	}
+	ops_unlock();
+	if (!api_failed(c)) {
+		vm_update_allowed(vm);
+		enc_void(c->out);
+	}
+}
+
+static void vbd_insert(struct api_ctx *c)
+{
+	vbd_media(c, api_str(c, 2));
+}
+
+static void vbd_eject(struct api_ctx *c)
+{
+	vbd_media(c, NULL);
+}
+
 const struct api_impl vm_impls[] = {
 	{"VM.create", vm_create, false},
 	{"VM.destroy", vm_destroy, false},
@@ -1833,7 +2926,19 @@ const struct api_impl vm_impls[] = {
 	{"VM.set_VCPUs_at_startup", vm_set_vcpus_at_startup, false},
 	{"VM.set_is_a_template", vm_set_is_a_template, false},
 	{"VM.power_state_reset", vm_power_state_reset, false},
+	{"VM.clone", vm_clone, false},
+	{"VM.copy", vm_copy, false},
+	{"VM.snapshot", vm_snapshot, false},
+	{"VM.revert", vm_revert, false},
+	{"VM.provision", vm_provision, false},
+	{"VM.get_boot_record", vm_get_boot_record, false},
+	{"VM.get_possible_hosts", vm_get_possible_hosts, true},
+	{"VM.assert_can_boot_here", vm_assert_can_boot_here, true},
+	{"VM.copy_bios_strings", vm_copy_bios_strings, false},
+	{"VM.maximise_memory", vm_maximise_memory, true},
 	{"VBD.create", vbd_create, false},
+	{"VBD.insert", vbd_insert, false},
+	{"VBD.eject", vbd_eject, false},
 	{"VBD.destroy", vbd_destroy, false},
 	{"VIF.create", vif_create, false},
 	{"VIF.destroy", vif_destroy, false},
