@@ -20,8 +20,9 @@ run_unit() { # build-dir tag
 	cp "$1/meson-logs/testlog.json" "$RESULTS/unit-$2.json" 2>/dev/null || true
 }
 
-run_pytest() { # xapi-binary tag
-	XAPI_BIN="$1" $PY -m pytest -q -p no:cacheprovider --junitxml="$RESULTS/it-$2.xml" tests/integration 2>&1 | tail -n 15
+run_pytest() { # build-dir tag: every binary the tests run comes from that build
+	BUILD="$1" XAPI_BIN="$ROOT/$1/src/xapi/xapi" VHD_CHECK_BIN="$ROOT/$1/src/vhd/vhd-check" \
+		$PY -m pytest -q -p no:cacheprovider --junitxml="$RESULTS/it-$2.xml" tests/integration 2>&1 | tail -n 15
 }
 
 # Xen Orchestra's client for tests/integration/test_xo.py, from the npm registry
@@ -44,7 +45,7 @@ xo_deps
 stage "unit tests"
 run_unit "$BUILD" plain
 stage "integration tests"
-run_pytest "$ROOT/$BUILD/src/xapi/xapi" plain
+run_pytest "$BUILD" plain
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
 	stage "fuzzing (${FUZZ_SECONDS}s per target)"
@@ -76,7 +77,7 @@ if [ "${SKIP_ASAN:-0}" != 1 ]; then
 	if ninja -C build-asan >"$RESULTS/asan-build.log" 2>&1; then
 		export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 		run_unit build-asan asan
-		run_pytest "$ROOT/build-asan/src/xapi/xapi" asan
+		run_pytest build-asan asan
 	else
 		tail -n 30 "$RESULTS/asan-build.log"
 		touch "$RESULTS/fuzz-fail-asan-build"
