@@ -74,6 +74,7 @@ extern const struct api_impl message_impls[];
 extern const struct api_impl task_impls[];
 extern const struct api_impl storage_impls[];
 extern const struct api_impl vm_impls[];
+extern const struct api_impl vm_power_impls[];
 
 /* Global state of the API server (set up by main). */
 struct api_server {

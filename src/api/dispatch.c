@@ -56,6 +56,7 @@ int api_init(void)
 	bind_table(task_impls);
 	bind_table(storage_impls);
 	bind_table(vm_impls);
+	bind_table(vm_power_impls);
 	return 0;
 }
 

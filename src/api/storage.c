@@ -2651,6 +2651,37 @@ static void vdi_copy(struct api_ctx *c)
 
 /* ---- for the HTTP handlers (storage.h) ---- */
 
+int storage_vdi_path(const char *vdi_ref, char *path, size_t n, char fmt[8], struct xerr *err)
+{
+	storage_start();
+	char sr[DB_REF_MAX] = "", loc[SM_LOC_MAX] = "";
+	db_rdlock();
+	struct db_row *r = db_get(F.vdi, vdi_ref);
+	snprintf(sr, sizeof(sr), "%s", col_str(r, F.vdi_sr));
+	snprintf(loc, sizeof(loc), "%s", col_str(r, F.vdi_location));
+	db_unlock();
+	if (!r) {
+		xerr_set(err, "HANDLE_INVALID", 2, "VDI", vdi_ref);
+		return -1;
+	}
+	struct att *a = sr_get(sr, err);
+	if (!a)
+		return -1;
+	int rc = 0;
+	if (a->sr.drv == &sm_file_driver) {
+		snprintf(path, n, "%s/%s.vhd", a->sr.path, loc);
+		snprintf(fmt, 8, "vhd");
+	} else if (a->sr.drv == &sm_iso_driver) {
+		snprintf(path, n, "%s/%s", a->sr.path, loc);
+		snprintf(fmt, 8, "raw");
+	} else {
+		xerr_set(err, "SR_OPERATION_NOT_SUPPORTED", 1, sr);
+		rc = -1;
+	}
+	att_put(a);
+	return rc;
+}
+
 int storage_vdi_open(const char *vdi_ref, bool write, const char *task, struct sm_image *img,
 		     struct xerr *err)
 {

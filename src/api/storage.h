@@ -70,6 +70,13 @@ int storage_vdi_create_in_sr(const char *sr_ref, const char *name_label, uint64_
 			     const char *type, bool read_only, const struct val *other_config,
 			     const char *task, char out[DB_REF_MAX], struct xerr *err);
 
+/* The file behind a VDI, for the domain manager (a VBD's backend
+ * params): the file SR's <dir>/<location>.vhd ("vhd"), the ISO SR's
+ * <dir>/<location> ("raw").  HANDLE_INVALID [VDI, ref], SR_HAS_NO_PBDS [sr]
+ * when its SR is not attached here, SR_OPERATION_NOT_SUPPORTED [sr] for a
+ * driver without files.  0 or -1 with err set. */
+int storage_vdi_path(const char *vdi_ref, char *path, size_t n, char fmt[8], struct xerr *err);
+
 /* Destroy a VDI as VDI.destroy does (e.g. to clean up after a failed
  * import).  0 or -1 with err set. */
 int storage_vdi_destroy(const char *vdi_ref, const char *task, struct xerr *err);

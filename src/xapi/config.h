@@ -32,6 +32,12 @@ struct config {
 	int threads;            /* worker threads */
 	char *log_level;        /* error|warn|info|debug */
 	char *backend;          /* "sim" */
+	char *xenstored_bin;    /* "" = ../xs/xenstored beside the xapi binary */
+	char *simguest_bin;     /* "" = ../simguest/cxapi-simguest beside xenstored */
+	int clean_shutdown_timeout; /* seconds a clean shutdown/reboot/suspend may take */
+	int sim_boot_ms;        /* sim: unpause -> the guest is up */
+	int sim_shutdown_ms;    /* sim: acknowledged shutdown request -> the domain is down */
+	char *sim_faults;       /* sim: fault injection (docs/vm.md) */
 	/* The simulated host's hardware (backend sim). */
 	char *sim_hostname;
 	char *sim_address;

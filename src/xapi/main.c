@@ -19,6 +19,7 @@
 #include "api/roles.h"
 #include "api/storage.h"
 #include "api/vm.h"
+#include "api/vm_power.h"
 #include "api/tasks.h"
 #include "api/transfer.h"
 #include "base/log.h"
@@ -28,6 +29,7 @@
 #include "sm/sm.h"
 #include "xapi/config.h"
 #include "xapi/seed.h"
+#include "xenops/xenops.h"
 
 static uv_loop_t *loop;
 static struct http_server *server;
@@ -122,6 +124,53 @@ static void sm_step_delay(const char *where)
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
+}
+
+/* The domain manager (docs/vm.md): xenstored and cxapi-simguest under
+ * <state>/sim, the simulated host as the seed describes it.  Before any
+ * thread starts (xenops_init sets XENSTORED_PATH).  Events go to
+ * vm_power's queue. */
+static int start_xenops(void)
+{
+	char *xs = NULL;
+	if (cfg.xenstored_bin[0]) {
+		xs = util_strdup(cfg.xenstored_bin);
+	} else {
+		char exe[4096];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		if (n < 0) {
+			log_err("cannot find the xapi binary's directory; set xenstored_bin");
+			return -1;
+		}
+		exe[n] = 0;
+		char *slash = strrchr(exe, '/');
+		if (slash)
+			*slash = 0;
+		xs = path_join(exe, "../xs/xenstored");
+	}
+	char *dir = path_join(cfg.state_dir, "sim");
+	struct xenops_settings s = {
+		.backend = cfg.backend,
+		.state_dir = dir,
+		.xenstored_bin = xs,
+		.host_memory = (uint64_t)cfg.sim_memory_mib << 20,
+		.host_cpus = (uint32_t)cfg.sim_cpus,
+		.dom0_memory = (uint64_t)cfg.sim_dom0_memory_mib << 20,
+		.sim_boot_ms = cfg.sim_boot_ms,
+		.sim_shutdown_ms = cfg.sim_shutdown_ms,
+		.sim_faults = cfg.sim_faults[0] ? cfg.sim_faults : NULL,
+		.simguest_bin = cfg.simguest_bin[0] ? cfg.simguest_bin : NULL,
+	};
+	struct xerr e = {0};
+	int rc = util_mkdir_p(dir, 0700);
+	if (rc < 0)
+		log_err("%s: %s", dir, strerror(-rc));
+	else if ((rc = xenops_init(&s, vm_power_on_event, NULL, &e)) < 0)
+		log_err("domain manager: %s %s", e.code, e.n ? e.params[0] : "");
+	xerr_clear(&e);
+	free(xs);
+	free(dir);
+	return rc;
 }
 
 static void rpc_call_free(struct rpc_call *k)
@@ -274,6 +323,8 @@ int main(int argc, char **argv)
 		api_srv.pam_confdir = cfg.pam_confdir[0] ? cfg.pam_confdir : NULL;
 	}
 
+	if (start_xenops() < 0)
+		return 1;
 	char *dbpath = path_join(cfg.state_dir, "xapi.db");
 	if ((rc = db_open(dbpath)) < 0) {
 		log_err("database %s: %s", dbpath, strerror(-rc));
@@ -287,6 +338,7 @@ int main(int argc, char **argv)
 	api_init();
 	storage_start(); /* attach this host's plugged SRs; background GC */
 	vm_start();      /* VM operations a crash left; allowed_operations */
+	vm_power_start(cfg.clean_shutdown_timeout); /* resync with the domains; events */
 
 	loop = uv_default_loop();
 	struct events_config ec = {.delay_ms = cfg.event_delay_ms,
@@ -344,6 +396,8 @@ int main(int argc, char **argv)
 
 	http_server_stop(server);
 	http_server_free(server);
+	vm_power_stop();
+	xenops_shutdown(); /* xenstored, cxapi-simguest and the domains live on */
 	db_close();
 	free(dbpath);
 	free(cert);

@@ -69,7 +69,9 @@ class Xapi:
         with open(os.path.join(self.state, "xapi.log"), "rb") as f:
             return f.read().decode(errors="replace")[-4000:]
 
-    def stop(self, sig=signal.SIGTERM):
+    def stop(self, sig=signal.SIGTERM, host=None):
+        """Stop xapi; with host (default: unless sig is SIGKILL) also what
+        it leaves running (stop_host)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -79,6 +81,23 @@ class Xapi:
                 self.proc.wait()
         self.proc = None
         self.log.close()
+        if host if host is not None else sig != signal.SIGKILL:
+            self.stop_host()
+
+    def stop_host(self):
+        """What stays behind xapi by design (xenstored, cxapi-simguest and
+        the simulated domains, docs/vm.md): SIGTERM to their pids."""
+        for pidfile, comm in (("sim/xs/xenstored.pid", "xenstored"),
+                              ("sim/simguest.pid", "cxapi-simguest")):
+            try:
+                with open(os.path.join(self.state, pidfile)) as f:
+                    pid = int(f.read().split()[0])
+                with open("/proc/%d/comm" % pid) as f:  # not a reused pid
+                    if f.read().strip() != comm[:15]:
+                        continue
+                os.kill(pid, signal.SIGTERM)
+            except (OSError, ValueError, IndexError):
+                pass
 
     def kill9(self):
         self.stop(signal.SIGKILL)
@@ -138,6 +157,7 @@ def server(xapi_bin):
     x = Xapi(d)
     yield x
     x.stop()
+    x.stop_host()  # also after a test's kill9
     subprocess.run(["rm", "-rf", d])
 
 
@@ -147,6 +167,7 @@ def fresh_server(xapi_bin):
     x = Xapi(d)
     yield x
     x.stop()
+    x.stop_host()  # also after a test's kill9
     subprocess.run(["rm", "-rf", d])
 
 

@@ -1,0 +1,25 @@
+/* vm_power.h — the VM messages that need a running domain
+ * (src/api/vm_power.c): what the daemon calls to connect them to the domain
+ * manager (src/xenops/xenops.h).  See docs/vm.md ("Lifecycle").
+ */
+#ifndef CX_VM_POWER_H
+#define CX_VM_POWER_H
+
+#include <stdint.h>
+#include "xenops/xenops.h"
+
+/* The xenops event callback (ctx unused): queues the event for the
+ * lifecycle thread; never blocks.  May be called before vm_power_start. */
+void vm_power_on_event(void *ctx, enum xenops_event ev, const char *vm_uuid, uint32_t domid);
+
+/* At daemon start, after xenops_init, the database, vm_start() and
+ * storage_start(): resync the VM rows with the domains xenops lists (as the
+ * original's resync: domains → Running/Paused with their domid; VMs without
+ * one → Halted), then start the thread that handles queued events (guest
+ * shutdowns and crashes: actions_after_*; guest agent data). */
+void vm_power_start(int clean_shutdown_timeout_s);
+
+/* At daemon stop, before xenops_shutdown: stops the event thread. */
+void vm_power_stop(void);
+
+#endif
