@@ -101,6 +101,8 @@ struct dom {
 	bool f_ignore_shutdown, f_crash;
 	double t_boot, t_down;  /* deadlines (monotonic seconds), 0: none */
 	int down_reason;
+	bool closing;           /* shutting down: closing its devices (t_down: give up) */
+	uint32_t next_port, next_gref; /* its event channels and grant refs */
 	struct xconn *xc;
 	struct dev *devs;
 	int ndevs, devcap;
@@ -154,11 +156,15 @@ static void xc_close(struct xconn *c)
 	g.dead = c;
 }
 
+static void txb_drop(const struct pend *pe);
+
 static void xc_free_dead(void)
 {
 	while (g.dead) {
 		struct xconn *c = g.dead;
 		g.dead = c->dead_next;
+		for (size_t i = 0; i < c->qlen; i++)
+			txb_drop(&c->q[(c->qhead + i) % c->qcap]);
 		buf_free(&c->in);
 		buf_free(&c->out);
 		free(c->q);
@@ -190,13 +196,14 @@ static struct xconn *xc_open(const char *path, struct dom *d)
 	return c;
 }
 
-/* Queue a request; cb (may be NULL) gets the answer. */
-static void xc_req(struct xconn *c, uint32_t type, const void *p, size_t len, xs_cb cb,
-		   uint64_t arg)
+/* Queue a request (in transaction tx, 0: none); cb (may be NULL) gets the
+ * answer. */
+static void xc_req_tx(struct xconn *c, uint32_t type, uint32_t tx, const void *p, size_t len,
+		      xs_cb cb, uint64_t arg)
 {
 	if (!c)
 		return;
-	xs_reply(&c->out, type, ++c->rid, 0, p, len);
+	xs_reply(&c->out, type, ++c->rid, tx, p, len);
 	if (c->qlen == c->qcap) {
 		size_t ncap = c->qcap ? c->qcap * 2 : 8;
 		struct pend *nq = util_calloc(ncap, sizeof(*nq));
@@ -210,8 +217,14 @@ static void xc_req(struct xconn *c, uint32_t type, const void *p, size_t len, xs
 	c->q[(c->qhead + c->qlen++) % c->qcap] = (struct pend){ cb, arg };
 }
 
-static void xc_req2(struct xconn *c, uint32_t type, const char *a, const char *b, size_t blen,
-		    bool nul_b, xs_cb cb, uint64_t arg)
+static void xc_req(struct xconn *c, uint32_t type, const void *p, size_t len, xs_cb cb,
+		   uint64_t arg)
+{
+	xc_req_tx(c, type, 0, p, len, cb, arg);
+}
+
+static void xc_req2_tx(struct xconn *c, uint32_t type, uint32_t tx, const char *a, const char *b,
+		       size_t blen, bool nul_b, xs_cb cb, uint64_t arg)
 {
 	char p[XS_PAYLOAD_MAX];
 	size_t al = strlen(a) + 1;
@@ -222,7 +235,13 @@ static void xc_req2(struct xconn *c, uint32_t type, const char *a, const char *b
 	size_t n = al + blen;
 	if (nul_b)
 		p[n++] = 0;
-	xc_req(c, type, p, n, cb, arg);
+	xc_req_tx(c, type, tx, p, n, cb, arg);
+}
+
+static void xc_req2(struct xconn *c, uint32_t type, const char *a, const char *b, size_t blen,
+		    bool nul_b, xs_cb cb, uint64_t arg)
+{
+	xc_req2_tx(c, type, 0, a, b, blen, nul_b, cb, arg);
 }
 
 static void xs_write(struct xconn *c, const char *path, const char *val)
@@ -295,6 +314,8 @@ static void xc_input(struct xconn *c)
 				err = ENOENT;
 			else if (!strcmp(p, "EACCES"))
 				err = EACCES;
+			else if (!strcmp(p, "EAGAIN"))
+				err = EAGAIN;
 			if (!pe.cb)
 				log_warn("simguest: domain %u: a request failed: %s",
 					 c->d ? c->d->domid : 0, p);
@@ -495,7 +516,10 @@ static struct dev *dev_of_arg(struct dom *d, uint64_t arg)
 
 static void dev_drop(struct dom *d, struct dev *v)
 {
-	*v = d->devs[--d->ndevs];
+	/* keeps the order: a guest closes its devices in reverse probe order */
+	size_t i = (size_t)(v - d->devs);
+	memmove(v, v + 1, (size_t)(d->ndevs - 1 - (int)i) * sizeof(*v));
+	d->ndevs--;
 }
 
 static void fe_path(const struct dev *v, const char *key, char *out, size_t n)
@@ -510,17 +534,113 @@ static void fe_write(struct dom *d, struct dev *v, const char *key, const char *
 	xs_write(d->xc, p, val);
 }
 
+/* ---- transactions (the kernel's xenbus_transaction_start/_end) ---------- */
+
+/* Writes made in one transaction, retried on EAGAIN; done (may be NULL)
+ * runs once it has committed. */
+struct txb {
+	void (*done)(struct dom *d, uint64_t arg);
+	uint64_t done_arg;
+	int n;
+	char kv[16][2][96];
+};
+
+static void txb_started(struct dom *d, const char *val, size_t len, int err, uint64_t arg);
+
+static void txb_ended(struct dom *d, const char *val, size_t len, int err, uint64_t arg)
+{
+	struct txb *b = (struct txb *)(uintptr_t)arg;
+	if (err == EAGAIN) {
+		xc_req(d->xc, XS_TRANSACTION_START, "", 1, txb_started, arg);
+		return;
+	}
+	if (!err && b->done)
+		b->done(d, b->done_arg);
+	free(b);
+}
+
+static void txb_started(struct dom *d, const char *val, size_t len, int err, uint64_t arg)
+{
+	struct txb *b = (struct txb *)(uintptr_t)arg;
+	if (err) {
+		free(b);
+		return;
+	}
+	uint32_t tx = (uint32_t)strtoul(val, NULL, 10);
+	for (int i = 0; i < b->n; i++)
+		xc_req2_tx(d->xc, XS_WRITE, tx, b->kv[i][0], b->kv[i][1], strlen(b->kv[i][1]), false,
+			   NULL, 0);
+	xc_req_tx(d->xc, XS_TRANSACTION_END, tx, "T", 2, txb_ended, arg);
+}
+
+/* A connection closed with a transaction in flight: free its batch. */
+static void txb_drop(const struct pend *pe)
+{
+	if (pe->cb == txb_started || pe->cb == txb_ended)
+		free((void *)(uintptr_t)pe->arg);
+}
+
+static struct txb *txb_new(void)
+{
+	return util_calloc(1, sizeof(struct txb));
+}
+
+static void txb_fe(struct txb *b, const struct dev *v, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void txb_fe(struct txb *b, const struct dev *v, const char *key, const char *fmt, ...)
+{
+	if (b->n >= 16)
+		return;
+	fe_path(v, key, b->kv[b->n][0], sizeof(b->kv[0][0]));
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(b->kv[b->n][1], sizeof(b->kv[0][1]), fmt, ap);
+	va_end(ap);
+	b->n++;
+}
+
+static void txb_go(struct dom *d, struct txb *b)
+{
+	xc_req(d->xc, XS_TRANSACTION_START, "", 1, txb_started, (uint64_t)(uintptr_t)b);
+}
+
+/* xenbus_switch_state: the frontend's state, in a transaction of its own. */
+static void fe_state_then(struct dom *d, struct dev *v, int st,
+			  void (*done)(struct dom *d, uint64_t arg))
+{
+	struct txb *b = txb_new();
+	txb_fe(b, v, "state", "%d", st);
+	b->done = done;
+	v->fe_state = st;
+	txb_go(d, b);
+}
+
 static void fe_state(struct dom *d, struct dev *v, int st)
 {
-	char s[4];
-	snprintf(s, sizeof(s), "%d", st);
-	fe_write(d, v, "state", s);
-	v->fe_state = st;
+	fe_state_then(d, v, st, NULL);
 }
 
 static void agent_report(struct dom *d);
+static void dom_shutdown(struct dom *d, int reason);
 
-/* The backend's state changed: the frontend's next step, as Linux's. */
+/* Power-off: Linux's device_shutdown closes each connected frontend, last
+ * probed first (Closing, then Closed once the backend is Closing); the
+ * domain shuts down when none is left (or when t_down passes). */
+static void close_next(struct dom *d, uint64_t arg)
+{
+	if (!d->closing)
+		return;
+	for (int i = d->ndevs - 1; i >= 0; i--)
+		if (d->devs[i].fe_state == XenbusStateConnected) {
+			fe_state(d, &d->devs[i], XenbusStateClosing);
+			return;
+		}
+	d->closing = false;
+	dom_shutdown(d, d->down_reason);
+}
+
+/* The backend's state changed: the frontend's next step, as Linux's
+ * blkfront/netfront. */
 static void on_be_state(struct dom *d, const char *val, size_t len, int err, uint64_t arg)
 {
 	struct dev *v = dev_of_arg(d, arg);
@@ -537,26 +657,37 @@ static void on_be_state(struct dom *d, const char *val, size_t len, int err, uin
 		dev_drop(d, v);
 		return;
 	}
+	struct txb *b;
 	switch (be) {
 	case XenbusStateInitWait:
 		if (v->fe_state >= XenbusStateInitialised)
 			break;
 		if (v->kind == DEV_VBD) {
-			fe_write(d, v, "ring-ref", "8");
-			fe_write(d, v, "event-channel", "10");
-			fe_write(d, v, "protocol", "x86_64-abi");
-			fe_write(d, v, "feature-persistent", "1");
+			/* blkfront: its ring, then Initialised */
+			b = txb_new();
+			txb_fe(b, v, "ring-ref", "%u", d->next_gref++);
+			txb_fe(b, v, "event-channel", "%u", d->next_port++);
+			txb_fe(b, v, "protocol", "x86_64-abi");
+			txb_fe(b, v, "feature-persistent", "1");
+			txb_go(d, b);
 			fe_state(d, v, XenbusStateInitialised);
 		} else {
-			fe_write(d, v, "tx-ring-ref", "9");
-			fe_write(d, v, "rx-ring-ref", "10");
-			fe_write(d, v, "event-channel", "11");
-			fe_write(d, v, "request-rx-copy", "1");
-			fe_write(d, v, "feature-rx-notify", "1");
-			fe_write(d, v, "feature-sg", "1");
-			fe_write(d, v, "feature-gso-tcpv4", "1");
-			fe_write(d, v, "feature-gso-tcpv6", "1");
-			fe_write(d, v, "feature-ipv6-csum-offload", "1");
+			/* netfront: its rings and split event channels, then
+			 * Connected at once (it skips Initialised) */
+			fe_write(d, v, "xdp-headroom", "0");
+			b = txb_new();
+			txb_fe(b, v, "multi-queue-num-queues", "1");
+			txb_fe(b, v, "tx-ring-ref", "%u", d->next_gref++);
+			txb_fe(b, v, "rx-ring-ref", "%u", d->next_gref++);
+			txb_fe(b, v, "event-channel-tx", "%u", d->next_port++);
+			txb_fe(b, v, "event-channel-rx", "%u", d->next_port++);
+			txb_fe(b, v, "request-rx-copy", "1");
+			txb_fe(b, v, "feature-rx-notify", "1");
+			txb_fe(b, v, "feature-sg", "1");
+			txb_fe(b, v, "feature-gso-tcpv4", "1");
+			txb_fe(b, v, "feature-gso-tcpv6", "1");
+			txb_fe(b, v, "feature-ipv6-csum-offload", "1");
+			txb_go(d, b);
 			fe_state(d, v, XenbusStateConnected);
 			agent_report(d); /* the NIC is up: its address */
 		}
@@ -566,9 +697,11 @@ static void on_be_state(struct dom *d, const char *val, size_t len, int err, uin
 			fe_state(d, v, XenbusStateConnected);
 		break;
 	case XenbusStateClosing:
-		if (v->fe_state < XenbusStateClosing)
-			fe_state(d, v, XenbusStateClosing);
-		fe_state(d, v, XenbusStateClosed);
+		/* we are closing (power-off): Closed, then the next device;
+		 * the toolstack unplugs it: xenbus_frontend_closed */
+		if (v->fe_state < XenbusStateClosed)
+			fe_state_then(d, v, XenbusStateClosed,
+				      v->fe_state == XenbusStateClosing ? close_next : NULL);
 		break;
 	default:
 		break;
@@ -634,19 +767,45 @@ static void on_device(struct dom *d, const char *path)
 	xs_read(d->xc, p, on_backend_path, dev_arg(v));
 }
 
-static void on_control_shutdown(struct dom *d, const char *val, size_t len, int err, uint64_t arg)
+/* Linux's shutdown_handler: in a transaction, read control/shutdown and,
+ * for a request it knows, acknowledge it by writing "" (else abort); once
+ * that has committed, shut down (power-off, reboot, halt: after closing the
+ * devices) sim_shutdown_ms later. */
+static void ctl_started(struct dom *d, const char *val, size_t len, int err, uint64_t arg);
+
+static void ctl_ended(struct dom *d, const char *val, size_t len, int err, uint64_t r)
 {
-	if (err || !len || d->f_ignore_shutdown || d->t_down)
+	if (err == EAGAIN) {
+		xc_req(d->xc, XS_TRANSACTION_START, "", 1, ctl_started, 0);
 		return;
+	}
+	if (err || d->t_down || d->closing)
+		return;
+	d->down_reason = (int)r;
+	d->t_down = now_mono() + g.shutdown_ms / 1000.0;
+}
+
+static void ctl_read(struct dom *d, const char *val, size_t len, int err, uint64_t tx)
+{
 	int r = -1;
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; !err && i < 5; i++)
 		if (!strcmp(val, reasons[i]))
 			r = i;
-	if (r < 0 || r == R_CRASH)
-		return; /* Linux ignores what it does not know */
-	xs_write(d->xc, "control/shutdown", ""); /* acknowledged, as Linux does */
-	d->down_reason = r;
-	d->t_down = now_mono() + g.shutdown_ms / 1000.0;
+	if (r < 0 || r == R_CRASH || d->t_down || d->closing) {
+		/* nothing (new) to do; Linux ignores what it does not know */
+		xc_req_tx(d->xc, XS_TRANSACTION_END, (uint32_t)tx, "F", 2, NULL, 0);
+		return;
+	}
+	xc_req2_tx(d->xc, XS_WRITE, (uint32_t)tx, "control/shutdown", "", 0, false, NULL, 0);
+	xc_req_tx(d->xc, XS_TRANSACTION_END, (uint32_t)tx, "T", 2, ctl_ended, (uint64_t)r);
+}
+
+static void ctl_started(struct dom *d, const char *val, size_t len, int err, uint64_t arg)
+{
+	if (err)
+		return;
+	uint32_t tx = (uint32_t)strtoul(val, NULL, 10);
+	xc_req_tx(d->xc, XS_READ, tx, "control/shutdown", sizeof("control/shutdown"), ctl_read, tx);
 }
 
 static void on_sysrq(struct dom *d, const char *val, size_t len, int err, uint64_t arg)
@@ -669,9 +828,10 @@ static void on_memory_target(struct dom *d, const char *val, size_t len, int err
 
 static void on_watch(struct dom *d, const char *path, const char *token)
 {
-	if (!strcmp(token, "ctl"))
-		xs_read(d->xc, "control/shutdown", on_control_shutdown, 0);
-	else if (!strcmp(token, "sysrq"))
+	if (!strcmp(token, "ctl")) {
+		if (!d->f_ignore_shutdown)
+			xc_req(d->xc, XS_TRANSACTION_START, "", 1, ctl_started, 0);
+	} else if (!strcmp(token, "sysrq"))
 		xs_read(d->xc, "control/sysrq", on_sysrq, 0);
 	else if (!strcmp(token, "mem"))
 		xs_read(d->xc, "memory/target", on_memory_target, 0);
@@ -725,6 +885,8 @@ static void guest_boot(struct dom *d)
 		return;
 	}
 	d->booted = true;
+	d->next_port = 3;  /* 1: the store's, 2: the console's */
+	d->next_gref = 8;  /* the first ones Linux's grant table hands out */
 	struct xconn *c = d->xc;
 	/* the kernel: shutdown and sysrq handlers, balloon, xenbus */
 	xs_write(c, "control/feature-poweroff", "1");
@@ -749,8 +911,17 @@ static double timers_run(void)
 			continue;
 		if (d->t_boot && d->t_boot <= now)
 			guest_boot(d);
-		if (d->t_down && d->t_down <= now)
-			dom_shutdown(d, d->down_reason);
+		if (d->t_down && d->t_down <= now) {
+			int r = d->down_reason;
+			if (d->closing || r == R_CRASH || r == R_SUSPEND) {
+				d->closing = false;
+				dom_shutdown(d, r); /* (closing: the backends did not answer) */
+			} else {
+				d->closing = true;
+				d->t_down = now + 5;
+				close_next(d, 0);
+			}
+		}
 		double t = d->t_boot ? d->t_boot : d->t_down;
 		if (t && (!next || t < next))
 			next = t;

@@ -35,6 +35,7 @@
 #define STORE_MFN 0xFEFFFu   /* the store ring's frame, as the sim pretends */
 #define STORE_PORT 1u
 #define CONSOLE_PORT 2u
+#define CONSOLE_GFN (STORE_MFN + 1u) /* the console ring: the page after the store's */
 #define UNPLUG_TIMEOUT_S 10
 #define SUSPEND_TIMEOUT_S 600
 
@@ -142,19 +143,152 @@ static void wr(struct tx *t, const char *path, const char *fmt, ...)
 		t->bad = true;
 }
 
-/* Create a node (empty unless it exists) with these permissions. */
-static void mk(struct tx *t, const char *path, const struct xs_permissions *p, unsigned n)
+/* Create a node with these permissions (libxl: write "" then set_perms). */
+static void mkp(struct tx *t, const char *path, const struct xs_permissions *p, unsigned n)
 {
-	unsigned len;
-	char *old = xs_read(X.xs, t->t, path, &len);
-	if (!old && !xs_write(X.xs, t->t, path, "", 0))
+	if (!xs_write(X.xs, t->t, path, "", 0) ||
+	    !xs_set_permissions(X.xs, t->t, path, (struct xs_permissions *)p, n))
 		t->bad = true;
-	free(old);
+}
+
+static void setp(struct tx *t, const char *path, const struct xs_permissions *p, unsigned n)
+{
 	if (!xs_set_permissions(X.xs, t->t, path, (struct xs_permissions *)p, n))
 		t->bad = true;
 }
 
 #define PATHF(buf, ...) snprintf(buf, sizeof(buf), __VA_ARGS__)
+
+/* A write outside a transaction (hotplug scripts, backend probes). */
+static void xw(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void xw(const char *path, const char *fmt, ...)
+{
+	char v[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(v, sizeof(v), fmt, ap);
+	va_end(ap);
+	xs_write(X.xs, XBT_NULL, path, v, (unsigned)(n < (int)sizeof(v) ? n : (int)sizeof(v) - 1));
+}
+
+/* Run fill() in a transaction, retrying on EAGAIN. */
+static int in_tx(void (*fill)(struct tx *t, void *arg), void *arg)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		struct tx t = { xs_transaction_start(X.xs), false };
+		if (t.t == XBT_NULL)
+			return -errno;
+		fill(&t, arg);
+		if (t.bad) {
+			int e = errno;
+			xs_transaction_end(X.xs, t.t, true);
+			return -(e ? e : EIO);
+		}
+		if (xs_transaction_end(X.xs, t.t, false))
+			return 0;
+		if (errno != EAGAIN)
+			return -errno;
+	}
+	return -EAGAIN;
+}
+
+/* Keys written under dir in one transaction: kv is n strings, key, value,
+ * ... (a NULL value skips the key).  A device's backend writes nothing once
+ * the device is gone (it reads its state first, as xenbus_switch_state):
+ * the watcher thread may step a device that a destroy is removing. */
+struct kvs {
+	const char *dir;
+	const char *const *kv;
+	int n;
+};
+
+static void kvs_fill(struct tx *t, void *arg)
+{
+	const struct kvs *k = arg;
+	char p[320];
+	char *st = rd(t->t, "%s/state", k->dir);
+	free(st);
+	if (!st)
+		return;
+	for (int i = 0; i + 1 < k->n; i += 2) {
+		if (!k->kv[i + 1])
+			continue;
+		PATHF(p, "%s/%s", k->dir, k->kv[i]);
+		wr(t, p, "%s", k->kv[i + 1]);
+	}
+}
+
+static int tx_keys(const char *dir, const char *const *kv, int n)
+{
+	struct kvs k = { dir, kv, n };
+	return in_tx(kvs_fill, &k);
+}
+
+/* xenbus_switch_state: a device's state, in a transaction of its own. */
+static int tx_state(const char *dir, int st)
+{
+	char v[4];
+	snprintf(v, sizeof(v), "%d", st);
+	const char *kv[] = { "state", v };
+	return tx_keys(dir, kv, 2);
+}
+
+/* libxl__xs_path_cleanup: remove path, then each parent left empty. */
+static void path_cleanup(xs_transaction_t t, const char *path)
+{
+	char p[320];
+	snprintf(p, sizeof(p), "%s", path);
+	xs_rm(X.xs, t, p);
+	for (char *s; (s = strrchr(p, '/')) && s != p;) {
+		*s = 0;
+		unsigned n = 0;
+		char **d = xs_directory(X.xs, t, p, &n);
+		free(d);
+		if (!d || n)
+			break;
+		xs_rm(X.xs, t, p);
+	}
+}
+
+/* Run-time values the sim cannot have for real, made plausible: the loop
+ * device the `block` hotplug script sets up for a disk (/dev/loopN, 7:N)
+ * and the pty xenconsoled opens for a console (/dev/pts/N).  Both are the
+ * lowest free number, as Linux gives them, and are freed at unplug and
+ * destroy.  (Not rebuilt after a restart of xapi: a later device may then
+ * get a number in use, which nothing depends on.) */
+#define NIDX 4096
+static struct {
+	pthread_mutex_t lock;
+	uint8_t loop[NIDX / 8], pts[NIDX / 8];
+} I = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static int idx_get(uint8_t *set)
+{
+	pthread_mutex_lock(&I.lock);
+	int i = 0;
+	while (i < NIDX - 1 && (set[i / 8] & (1u << (i % 8))))
+		i++;
+	set[i / 8] |= (uint8_t)(1u << (i % 8));
+	pthread_mutex_unlock(&I.lock);
+	return i;
+}
+
+/* Free the number at the end of the value of key (e.g. "/dev/loop3"). */
+static void idx_put(uint8_t *set, const char *key)
+{
+	char *v = rd(XBT_NULL, "%s", key);
+	const char *s = v ? v + strlen(v) : NULL;
+	while (s && s > v && s[-1] >= '0' && s[-1] <= '9')
+		s--;
+	if (s && *s) {
+		int i = atoi(s);
+		pthread_mutex_lock(&I.lock);
+		if (i >= 0 && i < NIDX)
+			set[i / 8] &= (uint8_t)~(1u << (i % 8));
+		pthread_mutex_unlock(&I.lock);
+	}
+	free(v);
+}
 
 /* ---- devices ------------------------------------------------------------ */
 
@@ -186,126 +320,241 @@ static const char *be_path(char *buf, size_t n, const char *kind, uint32_t domid
 	return buf;
 }
 
-/* The generic part of a device (libxl__device_generic_add): frontend and
- * backend directories with their permissions, and libxl's own record. */
-static void dev_common(struct tx *t, const char *kind, uint32_t domid, int devid,
-		       const char *fe_dir)
+/* A device's three directories: the frontend (the guest's), the backend
+ * (dom0's) and libxl's record of what it wrote into the backend. */
+struct devp {
+	char fe[256], be[256], lx[256];
+};
+
+static void dev_paths(struct devp *p, const char *kind, uint32_t domid, int devid)
 {
-	char fe[256], be[256], p[320];
-	if (fe_dir)
-		snprintf(fe, sizeof(fe), "%s", fe_dir);
+	if (!strcmp(kind, "console") && devid == 0)
+		PATHF(p->fe, "/local/domain/%u/console", domid);
 	else
-		PATHF(fe, "/local/domain/%u/device/%s/%d", domid, kind, devid);
-	be_path(be, sizeof(be), kind, domid, devid);
+		PATHF(p->fe, "/local/domain/%u/device/%s/%d", domid, kind, devid);
+	be_path(p->be, sizeof(p->be), kind, domid, devid);
+	PATHF(p->lx, "/libxl/%u/device/%s/%d", domid, kind, devid);
+}
+
+/* A backend key, also recorded under /libxl/<domid>/device (libxl keeps a
+ * copy of what it wrote into the backend at creation; it is never updated). */
+static void bw(struct tx *t, const struct devp *d, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void bw(struct tx *t, const struct devp *d, const char *key, const char *fmt, ...)
+{
+	char v[4096], p[320];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(v, sizeof(v), fmt, ap);
+	va_end(ap);
+	PATHF(p, "%s/%s", d->be, key);
+	wr(t, p, "%s", v);
+	PATHF(p, "%s/%s", d->lx, key);
+	wr(t, p, "%s", v);
+}
+
+/* libxl__device_generic_add: the frontend dir (owned by the guest, dom0 may
+ * read), the backend dir (dom0's, the guest may read), both Initialising,
+ * and libxl's record.  The kind's own keys follow (disk_add, ...). */
+static void dev_generic(struct tx *t, const struct devp *d, uint32_t domid)
+{
 	struct xs_permissions feperm[2] = { { domid, XS_PERM_NONE }, { 0, XS_PERM_READ } };
 	struct xs_permissions beperm[2] = { { 0, XS_PERM_NONE }, { domid, XS_PERM_READ } };
-	mk(t, fe, feperm, 2);
-	mk(t, be, beperm, 2);
-	PATHF(p, "%s/backend", fe); wr(t, p, "%s", be);
-	PATHF(p, "%s/backend-id", fe); wr(t, p, "0");
-	PATHF(p, "%s/state", fe); wr(t, p, "%d", XenbusStateInitialising);
-	PATHF(p, "%s/frontend", be); wr(t, p, "%s", fe);
-	PATHF(p, "%s/frontend-id", be); wr(t, p, "%u", domid);
-	PATHF(p, "%s/online", be); wr(t, p, "1");
-	PATHF(p, "%s/state", be); wr(t, p, "%d", XenbusStateInitialising);
-	PATHF(p, "/libxl/%u/device/%s/%d/frontend", domid, kind, devid); wr(t, p, "%s", fe);
-	PATHF(p, "/libxl/%u/device/%s/%d/backend", domid, kind, devid); wr(t, p, "%s", be);
+	char p[320];
+	PATHF(p, "%s/frontend", d->lx); wr(t, p, "%s", d->fe);
+	PATHF(p, "%s/backend", d->lx); wr(t, p, "%s", d->be);
+	mkp(t, d->fe, feperm, 2);
+	PATHF(p, "%s/backend", d->fe); wr(t, p, "%s", d->be);
+	PATHF(p, "%s/backend-id", d->fe); wr(t, p, "0");
+	PATHF(p, "%s/state", d->fe); wr(t, p, "%d", XenbusStateInitialising);
+	mkp(t, d->be, beperm, 2);
+	PATHF(p, "%s/frontend", d->be); wr(t, p, "%s", d->fe);
 }
 
-static void disk_tree(struct tx *t, uint32_t domid, const struct xenops_disk *d, int devid)
+struct devadd {
+	uint32_t domid;
+	int devid;
+	const struct xenops_disk *disk;
+	const struct xenops_nic *nic;
+	struct devp p;
+};
+
+/* libxl__device_disk_add (phy: blkback on the block script's loop device) */
+static void disk_fill(struct tx *t, void *arg)
 {
-	char fe[256], be[256], p[320];
-	PATHF(fe, "/local/domain/%u/device/vbd/%d", domid, devid);
-	be_path(be, sizeof(be), "vbd", domid, devid);
-	dev_common(t, "vbd", domid, devid, NULL);
-	const char *dtype = d->cdrom ? "cdrom" : "disk";
-	PATHF(p, "%s/virtual-device", fe); wr(t, p, "%d", devid);
-	PATHF(p, "%s/device-type", fe); wr(t, p, "%s", dtype);
-	PATHF(p, "%s/trusted", fe); wr(t, p, "1");
-	PATHF(p, "%s/dev", be); wr(t, p, "%s", d->device);
-	PATHF(p, "%s/type", be); wr(t, p, "phy");
-	PATHF(p, "%s/params", be); wr(t, p, "%s", d->empty ? "" : d->path);
-	PATHF(p, "%s/mode", be); wr(t, p, "%s", d->read_only || d->cdrom ? "r" : "w");
-	PATHF(p, "%s/device-type", be); wr(t, p, "%s", dtype);
-	PATHF(p, "%s/removable", be); wr(t, p, "%d", d->cdrom ? 1 : 0);
-	PATHF(p, "%s/bootable", be); wr(t, p, "%d", d->bootable ? 1 : 0);
-	PATHF(p, "%s/discard-enable", be); wr(t, p, "%d", d->read_only || d->cdrom ? 0 : 1);
-	PATHF(p, "%s/script", be); wr(t, p, "/etc/xen/scripts/block");
-	PATHF(p, "/libxl/%u/device/vbd/%d/params", domid, devid);
-	wr(t, p, "%s", d->empty ? "" : d->path);
+	struct devadd *a = arg;
+	const struct xenops_disk *dk = a->disk;
+	struct devp *d = &a->p;
+	char p[320];
+	dev_generic(t, d, a->domid);
+	const char *dtype = dk->cdrom ? "cdrom" : "disk";
+	bool ro = dk->read_only || dk->cdrom;
+	bw(t, d, "params", "%s", dk->empty ? "" : dk->path);
+	bw(t, d, "script", "/etc/xen/scripts/block");
+	bw(t, d, "frontend-id", "%u", a->domid);
+	bw(t, d, "online", "1");
+	bw(t, d, "removable", "%d", dk->cdrom ? 1 : 0);
+	bw(t, d, "bootable", "%d", dk->bootable ? 1 : 0);
+	bw(t, d, "state", "%d", XenbusStateInitialising);
+	bw(t, d, "dev", "%s", dk->device);
+	bw(t, d, "type", "phy");
+	bw(t, d, "mode", "%s", ro ? "r" : "w");
+	bw(t, d, "device-type", "%s", dtype);
+	bw(t, d, "discard-enable", "%d", ro ? 0 : 1);
+	bw(t, d, "specification", "xen");
+	PATHF(p, "%s/virtual-device", d->fe); wr(t, p, "%d", a->devid);
+	PATHF(p, "%s/device-type", d->fe); wr(t, p, "%s", dtype);
+	PATHF(p, "%s/trusted", d->fe); wr(t, p, "1");
+	PATHF(p, "%s/protocol", d->fe); wr(t, p, "x86_64-abi");
 }
 
-static void nic_tree(struct tx *t, uint32_t domid, const struct xenops_nic *n)
+/* libxl__device_nic_add */
+static void nic_fill(struct tx *t, void *arg)
 {
-	char fe[256], be[256], p[320];
-	PATHF(fe, "/local/domain/%u/device/vif/%d", domid, n->devid);
-	be_path(be, sizeof(be), "vif", domid, n->devid);
-	dev_common(t, "vif", domid, n->devid, NULL);
-	PATHF(p, "%s/handle", fe); wr(t, p, "%d", n->devid);
-	PATHF(p, "%s/mac", fe); wr(t, p, "%s", n->mac);
-	PATHF(p, "%s/trusted", fe); wr(t, p, "1");
-	PATHF(p, "%s/handle", be); wr(t, p, "%d", n->devid);
-	PATHF(p, "%s/mac", be); wr(t, p, "%s", n->mac);
-	PATHF(p, "%s/bridge", be); wr(t, p, "%s", n->bridge);
-	PATHF(p, "%s/mtu", be); wr(t, p, "%u", n->mtu ? n->mtu : 1500);
-	PATHF(p, "%s/type", be); wr(t, p, "vif");
-	PATHF(p, "%s/script", be); wr(t, p, "/etc/xen/scripts/vif-bridge");
-	PATHF(p, "/libxl/%u/device/vif/%d/mac", domid, n->devid); wr(t, p, "%s", n->mac);
+	struct devadd *a = arg;
+	const struct xenops_nic *n = a->nic;
+	struct devp *d = &a->p;
+	char p[320];
+	struct xs_permissions ro[2] = { { 0, XS_PERM_NONE }, { a->domid, XS_PERM_READ } };
+	dev_generic(t, d, a->domid);
+	PATHF(p, "%s/handle", d->fe); wr(t, p, "%d", n->devid);
+	PATHF(p, "%s/mac", d->fe); wr(t, p, "%s", n->mac);
+	PATHF(p, "%s/trusted", d->fe); wr(t, p, "1");
+	PATHF(p, "%s/mtu", d->fe); wr(t, p, "%u", n->mtu ? n->mtu : 1500);
+	setp(t, p, ro, 2);
+	bw(t, d, "frontend-id", "%u", a->domid);
+	bw(t, d, "online", "1");
+	bw(t, d, "state", "%d", XenbusStateInitialising);
+	bw(t, d, "script", "/etc/xen/scripts/vif-bridge");
+	bw(t, d, "mac", "%s", n->mac);
+	bw(t, d, "bridge", "%s", n->bridge);
+	bw(t, d, "handle", "%d", n->devid);
+	bw(t, d, "type", "vif");
+	bw(t, d, "hotplug-status", "%s", "");
 }
 
-/* What the hotplug script and the backend driver's probe write once the
- * backend directory exists: the device is ready for its frontend. */
-static void backend_probe(struct tx *t, const char *kind, uint32_t domid, int devid,
-			  const char *params)
+/* The primary PV console (libxl__device_console_add): the frontend is
+ * /local/domain/<d>/console, owned by dom0; xenconsoled serves it and does
+ * not run the xenbus protocol, so both states stay Initialising/absent. */
+static void console_fill(struct tx *t, void *arg)
 {
-	char be[256], p[320];
-	be_path(be, sizeof(be), kind, domid, devid);
-	PATHF(p, "%s/hotplug-status", be); wr(t, p, "connected");
+	struct devadd *a = arg;
+	struct devp *d = &a->p;
+	uint32_t dom = a->domid;
+	struct xs_permissions ro[2] = { { 0, XS_PERM_NONE }, { dom, XS_PERM_READ } };
+	struct xs_permissions be_id[2] = { { dom, XS_PERM_NONE }, { 0, XS_PERM_READ } };
+	struct xs_permissions beperm[2] = { { 0, XS_PERM_NONE }, { dom, XS_PERM_READ } };
+	char p[320];
+	PATHF(p, "%s/frontend", d->lx); wr(t, p, "%s", d->fe);
+	PATHF(p, "%s/backend", d->lx); wr(t, p, "%s", d->be);
+	xs_rm(X.xs, t->t, d->fe);
+	mkp(t, d->fe, ro, 2);
+	PATHF(p, "%s/backend", d->fe); wr(t, p, "%s", d->be);
+	PATHF(p, "%s/backend-id", d->fe); wr(t, p, "0"); setp(t, p, be_id, 2);
+	PATHF(p, "%s/limit", d->fe); wr(t, p, "1048576");
+	PATHF(p, "%s/type", d->fe); wr(t, p, "xenconsoled");
+	PATHF(p, "%s/output", d->fe); wr(t, p, "pty");
+	PATHF(p, "%s/tty", d->fe); wr(t, p, "%s", "");
+	PATHF(p, "%s/port", d->fe); wr(t, p, "%u", CONSOLE_PORT);
+	PATHF(p, "%s/ring-ref", d->fe); wr(t, p, "%u", CONSOLE_GFN);
+	mkp(t, d->be, beperm, 2);
+	PATHF(p, "%s/frontend", d->be); wr(t, p, "%s", d->fe);
+	bw(t, d, "frontend-id", "%u", dom);
+	bw(t, d, "online", "1");
+	bw(t, d, "state", "%d", XenbusStateInitialising);
+	bw(t, d, "protocol", "vt100");
+}
+
+/* After libxl's transaction, what dom0 does for the new backend: the
+ * backend driver's probe (blkback/netback: features, then InitWait), the
+ * hotplug script (block: the loop device; vif-bridge: the MTU), and for
+ * the console xenconsoled (its pty). */
+static void backend_probe(const char *kind, const struct devadd *a)
+{
+	const struct devp *d = &a->p;
+	char p[320];
 	if (!strcmp(kind, "vbd")) {
-		PATHF(p, "%s/physical-device", be); wr(t, p, "fe:%x", devid & 0xff);
-		PATHF(p, "%s/physical-device-path", be); wr(t, p, "%s", params ? params : "");
-		PATHF(p, "%s/feature-flush-cache", be); wr(t, p, "1");
-		PATHF(p, "%s/feature-persistent", be); wr(t, p, "1");
-		PATHF(p, "%s/max-ring-page-order", be); wr(t, p, "4");
+		PATHF(p, "%s/feature-max-indirect-segments", d->be); xw(p, "256");
+		PATHF(p, "%s/multi-queue-max-queues", d->be); xw(p, "1");
+		PATHF(p, "%s/max-ring-page-order", d->be); xw(p, "4");
+		tx_state(d->be, XenbusStateInitWait);
+		if (!a->disk->empty && a->disk->path[0]) {
+			int loop = idx_get(I.loop);
+			PATHF(p, "%s/node", d->be); xw(p, "/dev/loop%d", loop);
+			PATHF(p, "%s/physical-device", d->be); xw(p, "7:%x", loop);
+			PATHF(p, "%s/physical-device-path", d->be); xw(p, "/dev/loop%d", loop);
+		}
+		PATHF(p, "%s/hotplug-status", d->be); xw(p, "connected");
 	} else if (!strcmp(kind, "vif")) {
-		PATHF(p, "%s/feature-sg", be); wr(t, p, "1");
-		PATHF(p, "%s/feature-gso-tcpv4", be); wr(t, p, "1");
-		PATHF(p, "%s/feature-gso-tcpv6", be); wr(t, p, "1");
-		PATHF(p, "%s/feature-ipv6-csum-offload", be); wr(t, p, "1");
-		PATHF(p, "%s/feature-rx-copy", be); wr(t, p, "1");
-		PATHF(p, "%s/feature-rx-flip", be); wr(t, p, "0");
-		PATHF(p, "%s/feature-multicast-control", be); wr(t, p, "1");
-		PATHF(p, "%s/multi-queue-max-queues", be); wr(t, p, "2");
-	}
-	if (strcmp(kind, "console")) {
-		PATHF(p, "%s/state", be); wr(t, p, "%d", XenbusStateInitWait);
+		static const char *const feat[] = {
+			"feature-sg", "1", "feature-gso-tcpv4", "1", "feature-gso-tcpv6", "1",
+			"feature-ipv6-csum-offload", "1", "feature-rx-copy", "1",
+			"feature-xdp-headroom", "1", "feature-rx-flip", "0",
+			"feature-multicast-control", "1", "feature-dynamic-multicast-control", "1" };
+		tx_keys(d->be, feat, sizeof(feat) / sizeof(*feat));
+		PATHF(p, "%s/feature-split-event-channels", d->be); xw(p, "1");
+		PATHF(p, "%s/multi-queue-max-queues", d->be); xw(p, "1");
+		PATHF(p, "%s/feature-ctrl-ring", d->be); xw(p, "1");
+		tx_state(d->be, XenbusStateInitWait);
+		PATHF(p, "%s/mtu", d->fe); xw(p, "%u", a->nic->mtu ? a->nic->mtu : 1500);
+		PATHF(p, "%s/hotplug-status", d->be); xw(p, "connected");
+	} else {
+		PATHF(p, "%s/tty", d->fe); xw(p, "/dev/pts/%d", idx_get(I.pts));
 	}
 }
 
-/* Run fill() in a transaction, retrying on EAGAIN. */
-static int in_tx(void (*fill)(struct tx *t, void *arg), void *arg)
+/* Add a device: libxl's transaction, then the backend's probe and hotplug. */
+static int device_add(uint32_t domid, const struct xenops_disk *disk, const struct xenops_nic *nic,
+		      int devid)
 {
-	for (int tries = 0; tries < 100; tries++) {
-		struct tx t = { xs_transaction_start(X.xs), false };
-		if (t.t == XBT_NULL)
-			return -errno;
-		fill(&t, arg);
-		if (t.bad) {
-			int e = errno;
-			xs_transaction_end(X.xs, t.t, true);
-			return -(e ? e : EIO);
-		}
-		if (xs_transaction_end(X.xs, t.t, false))
-			return 0;
-		if (errno != EAGAIN)
-			return -errno;
+	struct devadd a = { domid, devid, disk, nic };
+	const char *kind = disk ? "vbd" : nic ? "vif" : "console";
+	dev_paths(&a.p, kind, domid, devid);
+	int r = in_tx(disk ? disk_fill : nic ? nic_fill : console_fill, &a);
+	if (!r)
+		backend_probe(kind, &a);
+	return r;
+}
+
+/* libxl__device_destroy: the frontend, libxl's record and the backend go,
+ * with the parents they leave empty (vif: netback drops hotplug-status
+ * when the device goes offline, before). */
+static void dev_destroy_fill(struct tx *t, void *arg)
+{
+	const struct devp *d = arg;
+	path_cleanup(t->t, d->fe);
+	path_cleanup(t->t, d->lx);
+	path_cleanup(t->t, d->be);
+}
+
+/* libxl's first step of removing a device: the frontend goes and the
+ * backend is set offline, in one transaction. */
+static void dev_offline_fill(struct tx *t, void *arg)
+{
+	const struct devp *d = arg;
+	char p[320];
+	path_cleanup(t->t, d->fe);
+	PATHF(p, "%s/online", d->be);
+	wr(t, p, "0");
+}
+
+/* What a device's removal frees: its loop device, its pty. */
+static void dev_release(const char *kind, const struct devp *d)
+{
+	char p[320];
+	if (!strcmp(kind, "vbd")) {
+		PATHF(p, "%s/node", d->be);
+		idx_put(I.loop, p);
+	} else if (!strcmp(kind, "console")) {
+		PATHF(p, "%s/tty", d->fe);
+		idx_put(I.pts, p);
 	}
-	return -EAGAIN;
 }
 
 /* ---- the backend drivers (run on the watcher thread) -------------------- */
 
-/* A frontend's state changed: the backend's next step, as blkback/netback. */
+/* A frontend's state changed: the backend's next step, as blkback/netback
+ * (each state change in a transaction of its own, as xenbus_switch_state). */
 static void backend_step(uint32_t domid, const char *kind, int devid)
 {
 	char be[256], p[320];
@@ -322,38 +571,42 @@ static void backend_step(uint32_t domid, const char *kind, int devid)
 	if ((fe == XenbusStateInitialised || fe == XenbusStateConnected) &&
 	    b == XenbusStateInitWait) {
 		if (!strcmp(kind, "vbd")) {
+			/* blkback's connect: what the frontend needs to know */
 			char *params = rd(XBT_NULL, "%s/params", be);
 			struct stat st;
 			uint64_t sectors = params && *params && !stat(params, &st) ?
 				(uint64_t)st.st_size / 512 : 0;
 			char *mode = rd(XBT_NULL, "%s/mode", be);
 			char *dt = rd(XBT_NULL, "%s/device-type", be);
+			char *de = rd(XBT_NULL, "%s/discard-enable", be);
 			unsigned info = (mode && !strcmp(mode, "r") ? 4 : 0) |
 					(dt && !strcmp(dt, "cdrom") ? 1 : 0);
+			bool discard = de && !strcmp(de, "1");
 			free(params);
 			free(mode);
 			free(dt);
-			char v[32];
-			PATHF(p, "%s/sectors", be);
-			snprintf(v, sizeof(v), "%" PRIu64, sectors);
-			xs_write(X.xs, XBT_NULL, p, v, (unsigned)strlen(v));
-			PATHF(p, "%s/info", be);
-			snprintf(v, sizeof(v), "%u", info);
-			xs_write(X.xs, XBT_NULL, p, v, (unsigned)strlen(v));
-			PATHF(p, "%s/sector-size", be);
-			xs_write(X.xs, XBT_NULL, p, "512", 3);
-			PATHF(p, "%s/physical-sector-size", be);
-			xs_write(X.xs, XBT_NULL, p, "512", 3);
+			free(de);
+			char sec[32], inf[16];
+			snprintf(sec, sizeof(sec), "%" PRIu64, sectors);
+			snprintf(inf, sizeof(inf), "%u", info);
+			const char *kv[] = {
+				"feature-flush-cache", "1",
+				"discard-granularity", discard ? "4096" : NULL,
+				"discard-alignment", discard ? "0" : NULL,
+				"discard-secure", discard ? "0" : NULL,
+				"feature-discard", discard ? "1" : NULL,
+				"feature-barrier", "1", "feature-persistent", "1",
+				"sectors", sec, "info", inf, "sector-size", "512",
+				"physical-sector-size", "512" };
+			tx_keys(be, kv, sizeof(kv) / sizeof(*kv));
 		}
-		PATHF(p, "%s/state", be);
-		xs_write(X.xs, XBT_NULL, p, "4", 1);
+		tx_state(be, XenbusStateConnected);
 	} else if ((fe == XenbusStateClosing || fe == XenbusStateClosed) &&
 		   b != XenbusStateClosed) {
-		PATHF(p, "%s/state", be);
 		if (fe == XenbusStateClosing && b != XenbusStateClosing)
-			xs_write(X.xs, XBT_NULL, p, "5", 1);
+			tx_state(be, XenbusStateClosing);
 		if (fe == XenbusStateClosed)
-			xs_write(X.xs, XBT_NULL, p, "6", 1);
+			tx_state(be, XenbusStateClosed);
 	}
 }
 
@@ -469,7 +722,8 @@ struct build {
 	const int *devids;
 };
 
-static void domain_tree(struct tx *t, void *arg)
+/* libxl__domain_make: the domain's directories and their permissions. */
+static void domain_make(struct tx *t, void *arg)
 {
 	const struct build *b = arg;
 	const struct xenops_vm *vm = b->vm;
@@ -482,40 +736,51 @@ static void domain_tree(struct tx *t, void *arg)
 	struct xs_permissions rw[1] = { { d, XS_PERM_NONE } };
 	struct xs_permissions no[1] = { { 0, XS_PERM_NONE } };
 	xs_rm(X.xs, t->t, dom);
+	mkp(t, dom, ro, 2);
 	xs_rm(X.xs, t->t, vmp);
+	mkp(t, vmp, ro, 2);
 	xs_rm(X.xs, t->t, lx);
-	/* libxl__domain_make */
-	mk(t, dom, ro, 2);
-	mk(t, vmp, ro, 2);
-	mk(t, lx, no, 1);
-	PATHF(p, "%s/device", lx); mk(t, p, no, 1);
+	mkp(t, lx, no, 1);
+	PATHF(p, "%s/device", lx); mkp(t, p, no, 1);
 	PATHF(p, "%s/vm", dom); wr(t, p, "%s", vmp);
 	PATHF(p, "%s/name", dom); wr(t, p, "%s", vm->name);
 	PATHF(p, "%s/name", vmp); wr(t, p, "%s", vm->name);
-	PATHF(p, "%s/uuid", vmp); wr(t, p, "%s", vm->uuid);
-	static const char *const ro_dirs[] = { "cpu", "memory", "device", "control" };
-	for (unsigned i = 0; i < 4; i++) {
+	static const char *const ro_dirs[] = { "cpu", "memory", "device" };
+	for (unsigned i = 0; i < 3; i++) {
 		PATHF(p, "%s/%s", dom, ro_dirs[i]);
-		mk(t, p, ro, 2);
+		mkp(t, p, ro, 2);
 	}
+	PATHF(p, "%s/device/suspend/event-channel", dom); mkp(t, p, rw, 1);
+	PATHF(p, "%s/control", dom); mkp(t, p, ro, 2);
 	static const char *const rw_dirs[] = {
 		"control/shutdown", "control/feature-poweroff", "control/feature-reboot",
 		"control/feature-suspend", "control/sysrq", "data", "drivers", "feature", "attr",
 		"error" };
 	for (unsigned i = 0; i < sizeof(rw_dirs) / sizeof(*rw_dirs); i++) {
 		PATHF(p, "%s/%s", dom, rw_dirs[i]);
-		mk(t, p, rw, 1);
+		mkp(t, p, rw, 1);
 	}
+	PATHF(p, "%s/uuid", vmp); wr(t, p, "%s", vm->uuid);
 	PATHF(p, "%s/control/platform-feature-multiprocessor-suspend", dom); wr(t, p, "1");
 	PATHF(p, "%s/control/platform-feature-xs_reset_watches", dom); wr(t, p, "1");
 	PATHF(p, "%s/type", lx);
 	wr(t, p, "%s", vm->type == XENOPS_HVM ? "hvm" : vm->type == XENOPS_PVH ? "pvh" : "pv");
-	/* libxl__build_post */
+}
+
+/* libxl__build_post: memory, the store's ring and port, vCPUs, the image. */
+static void build_post(struct tx *t, void *arg)
+{
+	const struct build *b = arg;
+	const struct xenops_vm *vm = b->vm;
+	uint32_t d = b->domid;
+	char dom[64], vmp[64], p[320];
+	PATHF(dom, "/local/domain/%u", d);
+	PATHF(vmp, "/vm/%s", vm->uuid);
 	uint64_t smax = vm->memory_static_max / 1024;
 	uint64_t target = (vm->memory_target ? vm->memory_target : vm->memory_static_max) / 1024;
 	PATHF(p, "%s/memory/static-max", dom); wr(t, p, "%" PRIu64, smax);
 	PATHF(p, "%s/memory/target", dom); wr(t, p, "%" PRIu64, target);
-	PATHF(p, "%s/memory/videoram", dom); wr(t, p, "-1");
+	PATHF(p, "%s/memory/videoram", dom); wr(t, p, "0");
 	PATHF(p, "%s/domid", dom); wr(t, p, "%u", d);
 	PATHF(p, "%s/store/port", dom); wr(t, p, "%u", STORE_PORT);
 	PATHF(p, "%s/store/ring-ref", dom); wr(t, p, "%u", STORE_MFN);
@@ -524,67 +789,111 @@ static void domain_tree(struct tx *t, void *arg)
 		PATHF(p, "%s/cpu/%u/availability", dom, i);
 		wr(t, p, "%s", i < at_start ? "online" : "offline");
 	}
+	PATHF(p, "%s/image/ostype", vmp); wr(t, p, "%s", vm->type == XENOPS_HVM ? "hvm" : "linux");
+	if (vm->pv_kernel) {
+		PATHF(p, "%s/image/kernel", vmp); wr(t, p, "%s", vm->pv_kernel);
+	}
 	PATHF(p, "%s/start_time", vmp); wr(t, p, "%.2f", util_now_f());
-	/* the primary console (xenconsoled's) */
-	char con[96];
-	PATHF(con, "%s/console", dom);
-	dev_common(t, "console", d, 0, con);
-	PATHF(p, "%s/limit", con); wr(t, p, "1048576");
-	PATHF(p, "%s/type", con); wr(t, p, "xenconsoled");
-	PATHF(p, "%s/output", con); wr(t, p, "pty");
-	PATHF(p, "%s/tty", con); wr(t, p, "%s", "");
-	PATHF(p, "%s/port", con); wr(t, p, "%u", CONSOLE_PORT);
-	PATHF(p, "%s/ring-ref", con); wr(t, p, "%u", STORE_MFN - 1);
-	PATHF(p, "/local/domain/0/backend/console/%u/0/protocol", d); wr(t, p, "vt100");
-	/* disks and NICs */
-	for (int i = 0; i < vm->ndisks; i++)
-		if (!vm->disks[i].empty || vm->type == XENOPS_HVM || vm->disks[i].cdrom)
-			disk_tree(t, d, &vm->disks[i], b->devids[i]);
-	for (int i = 0; i < vm->nnics; i++)
-		nic_tree(t, d, &vm->nics[i]);
+	if (vm->pv_ramdisk) {
+		PATHF(p, "%s/image/ramdisk", vmp); wr(t, p, "%s", vm->pv_ramdisk);
+	}
+	if (vm->pv_args) {
+		PATHF(p, "%s/image/cmdline", vmp); wr(t, p, "%s", vm->pv_args);
+	}
 }
 
-static void domain_probe(struct tx *t, void *arg)
+static bool disk_plugged(const struct xenops_vm *vm, int i)
 {
-	const struct build *b = arg;
-	for (int i = 0; i < b->vm->ndisks; i++)
-		if (!b->vm->disks[i].empty || b->vm->type == XENOPS_HVM || b->vm->disks[i].cdrom)
-			backend_probe(t, "vbd", b->domid, b->devids[i], b->vm->disks[i].path);
-	for (int i = 0; i < b->vm->nnics; i++)
-		backend_probe(t, "vif", b->domid, b->vm->nics[i].devid, NULL);
-	backend_probe(t, "console", b->domid, 0, NULL);
+	return !vm->disks[i].empty || vm->type == XENOPS_HVM || vm->disks[i].cdrom;
 }
 
-static void domain_rm(uint32_t domid, const char *uuid)
+struct rmdev {
+	char kind[16];
+	struct devp p;
+};
+
+/* libxl__devices_destroy, as the xl daemon runs it after the guest is
+ * gone: each device (in libxl's record's order: vbd, console, vif) loses
+ * its frontend and goes offline; the console is removed at once; then
+ * the devices whose hotplug script has finished (vif-bridge before block)
+ * are destroyed. */
+static void devices_destroy(uint32_t domid)
+{
+	char lxd[64], p[320];
+	PATHF(lxd, "/libxl/%u/device", domid);
+	unsigned nk = 0;
+	char **kinds = xs_directory(X.xs, XBT_NULL, lxd, &nk);
+	struct rmdev *v = NULL;
+	size_t nv = 0;
+	for (unsigned k = 0; kinds && k < nk; k++) {
+		PATHF(p, "%s/%s", lxd, kinds[k]);
+		unsigned ni = 0;
+		char **ids = xs_directory(X.xs, XBT_NULL, p, &ni);
+		for (unsigned i = 0; ids && i < ni; i++) {
+			v = util_realloc(v, (nv + 1) * sizeof(*v));
+			struct rmdev *r = &v[nv++];
+			snprintf(r->kind, sizeof(r->kind), "%s", kinds[k]);
+			dev_paths(&r->p, r->kind, domid, atoi(ids[i]));
+			char *fe = rd(XBT_NULL, "%s/frontend", r->p.lx);
+			char *be = rd(XBT_NULL, "%s/backend", r->p.lx);
+			if (fe && *fe)
+				PATHF(r->p.fe, "%s", fe);
+			if (be && *be)
+				PATHF(r->p.be, "%s", be);
+			free(fe);
+			free(be);
+		}
+		free(ids);
+	}
+	free(kinds);
+	for (size_t i = 0; i < nv; i++) {
+		dev_release(v[i].kind, &v[i].p);
+		if (!strcmp(v[i].kind, "console")) {
+			in_tx(dev_destroy_fill, &v[i].p);
+			continue;
+		}
+		in_tx(dev_offline_fill, &v[i].p);
+		if (!strcmp(v[i].kind, "vif")) {
+			PATHF(p, "%s/hotplug-status", v[i].p.be);
+			xs_rm(X.xs, XBT_NULL, p);
+		}
+	}
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < nv; i++)
+			if (strcmp(v[i].kind, "console") && !strcmp(v[i].kind, "vif") == !pass)
+				in_tx(dev_destroy_fill, &v[i].p);
+	free(v);
+}
+
+/* Destroy and forget a domain, as libxl__destroy_domid: pause it, its
+ * devices, the domain, then /vm/<uuid>, /local/domain/<d>, /libxl/<d>. */
+static int domain_destroy(uint32_t domid, const char *uuid)
 {
 	char p[128];
-	static const char *const kinds[] = { "vbd", "vif", "console" };
-	for (unsigned i = 0; i < 3; i++) {
-		PATHF(p, "/local/domain/0/backend/%s/%u", kinds[i], domid);
+	watch_domain(domid, false);
+	X.hv->domain_pause(domid);
+	devices_destroy(domid);
+	int r = X.hv->domain_destroy(domid);
+	xs_release_domain(X.xs, domid);
+	if (uuid && *uuid) {
+		PATHF(p, "/vm/%s", uuid);
 		xs_rm(X.xs, XBT_NULL, p);
 	}
 	PATHF(p, "/local/domain/%u", domid);
 	xs_rm(X.xs, XBT_NULL, p);
 	PATHF(p, "/libxl/%u", domid);
 	xs_rm(X.xs, XBT_NULL, p);
-	if (uuid && *uuid) {
-		PATHF(p, "/vm/%s", uuid);
-		xs_rm(X.xs, XBT_NULL, p);
-	}
-}
-
-/* Destroy and forget a domain: hypervisor, xenstored, tree. */
-static int domain_destroy(uint32_t domid, const char *uuid)
-{
-	int r = X.hv->domain_destroy(domid);
-	watch_domain(domid, false);
-	xs_release_domain(X.xs, domid);
-	domain_rm(domid, uuid);
+	/* libxl also removes an HVM guest's hvmloader dir (gone with the
+	 * domain's by now: ENOENT, as on a real host) */
+	PATHF(p, "/local/domain/%u/hvmloader", domid);
+	xs_rm(X.xs, XBT_NULL, p);
 	known_del(domid);
 	return r == -ESRCH ? 0 : r;
 }
 
-/* After create (or restore): tree, introduce, devices, unpause. */
+/* After create (or restore), as libxl's domain create: the tree, introduce,
+ * the devices one by one (disks, the console, NICs; each with its backend
+ * probe and hotplug script), then unpause. */
 static int domain_build(const struct xenops_vm *vm, uint32_t domid, bool paused,
 			struct xerr *err)
 {
@@ -599,11 +908,22 @@ static int domain_build(const struct xenops_vm *vm, uint32_t domid, bool paused,
 	}
 	struct build b = { vm, domid, devids };
 	known_add(domid, vm->uuid, false);
-	int r = in_tx(domain_tree, &b);
+	int r = in_tx(domain_make, &b);
+	char p[64];
+	PATHF(p, "/libxl/%u/dm-version", domid);
+	if (!r)
+		xw(p, "qemu_xen");
+	if (!r)
+		r = in_tx(build_post, &b);
 	if (!r && !xs_introduce_domain(X.xs, domid, STORE_MFN, STORE_PORT))
 		r = -errno;
+	for (int i = 0; !r && i < vm->ndisks; i++)
+		if (disk_plugged(vm, i))
+			r = device_add(domid, &vm->disks[i], NULL, devids[i]);
 	if (!r)
-		r = in_tx(domain_probe, &b);
+		r = device_add(domid, NULL, NULL, 0);
+	for (int i = 0; !r && i < vm->nnics; i++)
+		r = device_add(domid, NULL, &vm->nics[i], vm->nics[i].devid);
 	if (!r)
 		watch_domain(domid, true);
 	if (!r && !paused)
@@ -645,6 +965,24 @@ static int start_xenstored(const struct xenops_settings *s, const char *sock,
 	return 0;
 }
 
+/* What a real dom0 has written before any guest: its kernel's
+ * control/feature-* (Linux's shutdown handler) and xen-init-dom0's pool
+ * name.  Only if absent: a running xenstored keeps them. */
+static void dom0_keys(void)
+{
+	static const char *const kv[] = {
+		"/local/domain/0/control/feature-poweroff", "1",
+		"/local/domain/0/control/feature-reboot", "1",
+		"/local/domain/0/control/feature-suspend", "1",
+		"/local/pool/0/name", "Pool-0" };
+	for (unsigned i = 0; i < sizeof(kv) / sizeof(*kv); i += 2) {
+		char *v = rd(XBT_NULL, "%s", kv[i]);
+		if (!v)
+			xw(kv[i], "%s", kv[i + 1]);
+		free(v);
+	}
+}
+
 int xenops_init(const struct xenops_settings *s, xenops_event_fn fn, void *ctx, struct xerr *err)
 {
 	if (!s->backend || strcmp(s->backend, "sim"))
@@ -665,6 +1003,7 @@ int xenops_init(const struct xenops_settings *s, xenops_event_fn fn, void *ctx, 
 	if (!X.xs)
 		return fail(err, "xenops: cannot connect to xenstored at %s: %s", sock,
 			    strerror(errno));
+	dom0_keys();
 	X.hv = &hv_sim;
 	const char *why = "";
 	r = X.hv->open(s, &why);
@@ -870,28 +1209,6 @@ int xenops_resume(const struct xenops_vm *vm, int fd, bool paused, uint32_t *dom
 
 /* ---- devices of a running domain ---------------------------------------- */
 
-struct plug {
-	uint32_t domid;
-	const struct xenops_disk *d;
-	const struct xenops_nic *n;
-	int devid;
-};
-
-static void plug_tree(struct tx *t, void *arg)
-{
-	struct plug *p = arg;
-	if (p->d)
-		disk_tree(t, p->domid, p->d, p->devid);
-	else
-		nic_tree(t, p->domid, p->n);
-}
-
-static void plug_probe(struct tx *t, void *arg)
-{
-	struct plug *p = arg;
-	backend_probe(t, p->d ? "vbd" : "vif", p->domid, p->devid, p->d ? p->d->path : NULL);
-}
-
 static int dev_exists(const char *kind, uint32_t domid, int devid)
 {
 	char *v = rd(XBT_NULL, "/local/domain/0/backend/%s/%u/%d/state", kind, domid, devid);
@@ -899,42 +1216,40 @@ static int dev_exists(const char *kind, uint32_t domid, int devid)
 	return v != NULL;
 }
 
-static int plug(struct plug *p, struct xerr *err)
+static int plug(uint32_t domid, const struct xenops_disk *d, const struct xenops_nic *n,
+		int devid, struct xerr *err)
 {
 	if (!X.hv)
 		return not_ready(err);
-	if (!known_uuid(p->domid, NULL))
-		return no_domain(err, p->domid);
-	const char *kind = p->d ? "vbd" : "vif";
-	if (dev_exists(kind, p->domid, p->devid)) {
+	if (!known_uuid(domid, NULL))
+		return no_domain(err, domid);
+	const char *kind = d ? "vbd" : "vif";
+	if (dev_exists(kind, domid, devid)) {
 		char id[16];
-		snprintf(id, sizeof(id), "%d", p->devid);
-		xerr_set(err, "DEVICE_ALREADY_EXISTS", 1, p->d ? p->d->device : id);
+		snprintf(id, sizeof(id), "%d", devid);
+		xerr_set(err, "DEVICE_ALREADY_EXISTS", 1, d ? d->device : id);
 		return -1;
 	}
-	int r = in_tx(plug_tree, p);
-	if (!r)
-		r = in_tx(plug_probe, p);
+	int r = device_add(domid, d, n, devid);
 	if (r)
-		return fail(err, "xenops: plugging %s %d into domain %u: %s", kind, p->devid,
-			    p->domid, strerror(-r));
+		return fail(err, "xenops: plugging %s %d into domain %u: %s", kind, devid, domid,
+			    strerror(-r));
 	return 0;
 }
 
 int xenops_disk_plug(uint32_t domid, const struct xenops_disk *d, struct xerr *err)
 {
-	struct plug p = { domid, d, NULL, vdev_number(d->device, d->userdevice) };
-	if (p.devid < 0) {
+	int devid = vdev_number(d->device, d->userdevice);
+	if (devid < 0) {
 		xerr_set(err, "INVALID_DEVICE", 1, d->device);
 		return -1;
 	}
-	return plug(&p, err);
+	return plug(domid, d, NULL, devid, err);
 }
 
 int xenops_nic_plug(uint32_t domid, const struct xenops_nic *n, struct xerr *err)
 {
-	struct plug p = { domid, NULL, n, n->devid };
-	return plug(&p, err);
+	return plug(domid, NULL, n, n->devid, err);
 }
 
 struct unplug_wait {
@@ -953,8 +1268,17 @@ static int unplug_check(void *arg)
 	return st == XenbusStateClosed;
 }
 
-/* libxl's device remove: the backend goes Closing; the frontend follows to
- * Closed and the backend after it (backend_step); then the dirs go. */
+static void closing_fill(struct tx *t, void *arg)
+{
+	const struct devp *d = arg;
+	char p[320];
+	PATHF(p, "%s/online", d->be); wr(t, p, "0");
+	PATHF(p, "%s/state", d->be); wr(t, p, "%d", XenbusStateClosing);
+}
+
+/* libxl's device remove: the backend goes offline and Closing; the
+ * frontend follows to Closed and the backend after it (backend_step); then
+ * the dirs go (libxl__device_destroy). */
 static int unplug(const char *kind, uint32_t domid, int devid, const char *name, bool force,
 		  struct xerr *err)
 {
@@ -964,24 +1288,23 @@ static int unplug(const char *kind, uint32_t domid, int devid, const char *name,
 		xerr_set(err, "DEVICE_ALREADY_DETACHED", 1, name);
 		return -1;
 	}
-	char be[256], p[320];
-	be_path(be, sizeof(be), kind, domid, devid);
+	struct devp d;
+	dev_paths(&d, kind, domid, devid);
 	if (!force) {
-		PATHF(p, "%s/online", be);
-		xs_write(X.xs, XBT_NULL, p, "0", 1);
-		PATHF(p, "%s/state", be);
-		xs_write(X.xs, XBT_NULL, p, "5", 1);
+		in_tx(closing_fill, &d);
 		struct unplug_wait w = { kind, domid, devid };
 		if (wait_for(unplug_check, &w, UNPLUG_TIMEOUT_S, NULL, NULL)) {
 			xerr_set(err, "DEVICE_DETACH_TIMEOUT", 2, kind, name);
 			return -1;
 		}
 	}
-	xs_rm(X.xs, XBT_NULL, be);
-	PATHF(p, "/local/domain/%u/device/%s/%d", domid, kind, devid);
-	xs_rm(X.xs, XBT_NULL, p);
-	PATHF(p, "/libxl/%u/device/%s/%d", domid, kind, devid);
-	xs_rm(X.xs, XBT_NULL, p);
+	dev_release(kind, &d);
+	if (!strcmp(kind, "vif")) {
+		char p[320];
+		PATHF(p, "%s/hotplug-status", d.be);
+		xs_rm(X.xs, XBT_NULL, p);
+	}
+	in_tx(dev_destroy_fill, &d);
 	return 0;
 }
 

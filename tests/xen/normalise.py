@@ -22,7 +22,8 @@ with the values that differ from run to run replaced by placeholders:
   {TIME}                  /vm/<uuid>/start_time
   {MAC}                   mac values (only if --keep-mac is not given)
   {LOOPDEV} {MAJMIN}      the loop device blkback got (node,
-                          physical-device-path, physical-device), unless
+                          physical-device-path, physical-device: 7:<minor>
+                          in hex, as the block script writes it), unless
                           --keep-loop
 Lines that do not look like xenstore-ls -fp output (e.g. '#' comments) are
 ignored. Values stay in xenstore-ls's escaped form.
@@ -99,7 +100,7 @@ class Normaliser:
             return '{MAC}'
         if not self.keep_loop and re.fullmatch(r'/dev/loop\d+', v):
             return '{LOOPDEV}'
-        if not self.keep_loop and key == 'physical-device' and re.fullmatch(r'7:\d+', v):
+        if not self.keep_loop and key == 'physical-device' and re.fullmatch(r'7:[0-9a-f]+', v):
             return '{MAJMIN}'
         if key in ('frontend-id', 'domid') and v in self.dom:
             return self.dom[v]

@@ -6,8 +6,10 @@
  *   xenops_cli --state DIR --xenstored BIN [--host-mib N] [--dom0-mib N]
  *              [--boot-ms N] [--shutdown-ms N] [--faults F]
  *
- * Commands (VM spec: uuid=U name=N mib=M vcpus=V [at-start=A] [paused=1]
- *   [disk=DEV,PATH,FLAGS] (FLAGS: rw|ro|cd|empty) [nic=DEVID,MAC,BRIDGE]):
+ * Commands (VM spec: uuid=U name=N mib=M vcpus=V [at-start=A] [target-mib=T]
+ *   [kernel=K] [ramdisk=R] [cmdline=C] [paused=1]
+ *   [disk=DEV,PATH,FLAGS] (FLAGS: rw|ro|cd|empty) [nic=DEVID,MAC,BRIDGE];
+ *   values are %-decoded, so "cmdline=console=hvc0%20quiet"):
  *   start SPEC | shutdown DOMID REASON TIMEOUT_S | destroy DOMID | pause DOMID
  *   | unpause DOMID | suspend DOMID FILE | resume FILE SPEC
  *   | plug-disk DOMID DEV PATH FLAGS | unplug-disk DOMID DEV [force]
@@ -57,6 +59,7 @@ static void answer_err(struct xerr *e)
 
 struct spec {
 	struct xenops_vm vm;
+	char kernel[256], ramdisk[256], cmdline[1024];
 	struct xenops_disk disks[8];
 	struct xenops_nic nics[8];
 	bool paused;
@@ -76,6 +79,21 @@ static void parse_disk(struct xenops_disk *d, const char *dev, const char *path,
 	snprintf(d->format, sizeof(d->format), "%s", d->cdrom ? "raw" : "vhd");
 }
 
+/* %XX -> the byte, in place */
+static void pct_decode(char *v)
+{
+	char *o = v;
+	for (; *v; v++) {
+		unsigned x;
+		if (v[0] == '%' && sscanf(v + 1, "%2x", &x) == 1 && v[1] && v[2]) {
+			*o++ = (char)x;
+			v += 2;
+		} else
+			*o++ = *v;
+	}
+	*o = 0;
+}
+
 static int parse_spec(char **argv, int argc, struct spec *s)
 {
 	memset(s, 0, sizeof(*s));
@@ -88,6 +106,7 @@ static int parse_spec(char **argv, int argc, struct spec *s)
 		if (!v)
 			return -1;
 		*v++ = 0;
+		pct_decode(v);
 		if (!strcmp(k, "uuid"))
 			snprintf(s->vm.uuid, sizeof(s->vm.uuid), "%s", v);
 		else if (!strcmp(k, "name"))
@@ -97,6 +116,15 @@ static int parse_spec(char **argv, int argc, struct spec *s)
 				s->vm.memory_dynamic_min = strtoull(v, NULL, 10) << 20;
 		else if (!strcmp(k, "vcpus"))
 			s->vm.vcpus_max = s->vm.vcpus_at_startup = (uint32_t)atoi(v);
+		else if (!strcmp(k, "target-mib"))
+			s->vm.memory_target = s->vm.memory_dynamic_max = s->vm.memory_dynamic_min =
+				strtoull(v, NULL, 10) << 20;
+		else if (!strcmp(k, "kernel"))
+			s->vm.pv_kernel = strncpy(s->kernel, v, sizeof(s->kernel) - 1);
+		else if (!strcmp(k, "ramdisk"))
+			s->vm.pv_ramdisk = strncpy(s->ramdisk, v, sizeof(s->ramdisk) - 1);
+		else if (!strcmp(k, "cmdline"))
+			s->vm.pv_args = strncpy(s->cmdline, v, sizeof(s->cmdline) - 1);
 		else if (!strcmp(k, "at-start"))
 			s->vm.vcpus_at_startup = (uint32_t)atoi(v);
 		else if (!strcmp(k, "paused"))
