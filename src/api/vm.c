@@ -23,8 +23,10 @@
 
 #include "api/api.h"
 #include "api/ops.h"
+#include "api/row.h"
 #include "api/storage.h"
 #include "api/tasks.h"
+#include "api/vm_power.h"
 #include "base/log.h"
 #include "base/util.h"
 
@@ -74,42 +76,15 @@ static void k(void)
 
 /* ---- row helpers (read lock held) ---- */
 
-static const struct val *fv(const struct db_row *r, int cls, const char *f)
-{
-	return r ? r->cols[api_field(cls, f)] : NULL;
-}
-static const char *fs(const struct db_row *r, int cls, const char *f)
-{
-	const struct val *v = fv(r, cls, f);
-	return v && v->kind == V_STR ? v->u.s : "";
-}
-static bool fb(const struct db_row *r, int cls, const char *f)
-{
-	const struct val *v = fv(r, cls, f);
-	return v && v->kind == V_BOOL && v->u.b;
-}
-static int64_t fi(const struct db_row *r, int cls, const char *f)
-{
-	const struct val *v = fv(r, cls, f);
-	return v && (v->kind == V_INT || v->kind == V_I4) ? v->u.i : 0;
-}
 static double fd(const struct db_row *r, int cls, const char *f)
 {
 	const struct val *v = fv(r, cls, f);
 	return v && v->kind == V_DOUBLE ? v->u.d : v && v->kind == V_INT ? (double)v->u.i : 0;
 }
-static uint32_t n_of(const struct val *v)
-{
-	return v && (v->kind == V_ARRAY || v->kind == V_STRUCT) ? v->n : 0;
-}
 static const char *map_get(const struct val *m, const char *key)
 {
 	const struct val *v = m && m->kind == V_STRUCT ? val_struct_get(m, key) : NULL;
 	return v && v->kind == V_STR ? v->u.s : NULL;
-}
-static bool is_null(const char *r)
-{
-	return !r || !r[0] || strcmp(r, NULLREF) == 0;
 }
 static bool valid_ref(int cls, const char *r)
 {
@@ -118,14 +93,6 @@ static bool valid_ref(int cls, const char *r)
 static bool truthy(const char *s)
 {
 	return s && (strcmp(s, "1") == 0 || strcasecmp(s, "true") == 0);
-}
-
-static void lower(const char *s, char *out, size_t n)
-{
-	size_t i = 0;
-	for (; s[i] && i + 1 < n; i++)
-		out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
-	out[i] = 0;
 }
 
 /* ---- memory overhead (shared with the seed) ---- */
@@ -787,6 +754,67 @@ void vm_op_end(const char *vm, const char *key)
 	ops_unlock();
 }
 
+/* ---- VBD / VIF operations: marking ---- */
+
+struct dev_mark {
+	int cls;
+	const char *ref, *op, *key;
+	char *vm;
+};
+
+static int dev_mark_once(void *arg, struct xerr *e)
+{
+	struct dev_mark *m = arg;
+	bool vbd = m->cls == K.vbd;
+	ops_lock();
+	db_rdlock();
+	const struct db_row *r = db_get(m->cls, m->ref);
+	int rc = -1;
+	struct val *cur = NULL;
+	if (!r)
+		xerr_set(e, "HANDLE_INVALID", 2, vbd ? "VBD" : "VIF", m->ref);
+	else if ((vbd ? vbd_check : vif_check)(r, NULL, NULL, false, false, m->op, e) == 0) {
+		snprintf(m->vm, DB_REF_MAX, "%s", fs(r, m->cls, "VM"));
+		cur = ops_map_with(fv(r, m->cls, "current_operations"), m->key, m->op);
+		rc = 0;
+	}
+	db_unlock();
+	if (rc == 0) {
+		struct db_txn *t = db_txn_new();
+		db_txn_set(t, m->cls, m->ref, api_field(m->cls, "current_operations"), cur);
+		rc = db_txn_commit(t, e);
+	}
+	ops_unlock();
+	return rc;
+}
+
+int vm_dev_op_begin(int cls, const char *ref, const char *op, const char *key, const char *task,
+		    char vm[DB_REF_MAX], struct xerr *err)
+{
+	k();
+	struct dev_mark m = {cls, ref, op, key, vm};
+	if (ops_retry(dev_mark_once, &m, task, err) < 0)
+		return -1;
+	vm_update_allowed(vm);
+	return 0;
+}
+
+void vm_dev_op_end(int cls, const char *ref, const char *key, const char *vm)
+{
+	k();
+	ops_lock();
+	struct db_txn *t = db_txn_new();
+	db_rdlock();
+	const struct db_row *r = db_get(cls, ref);
+	if (r)
+		db_txn_set(t, cls, ref, api_field(cls, "current_operations"),
+			   ops_map_with(fv(r, cls, "current_operations"), key, NULL));
+	db_unlock();
+	commit_quiet(t, "current_operations of device", ref);
+	ops_unlock();
+	vm_update_allowed(vm);
+}
+
 int vm_set_power_state(const char *vm, const char *state, const char *host, int64_t domid,
 		       struct xerr *err)
 {
@@ -917,16 +945,6 @@ static void vm_update_allowed_operations(struct api_ctx *c)
 	vm_update_allowed(api_str(c, 1));
 	enc_void(c->out);
 }
-
-/* Run body between vm_op_begin and vm_op_end. */
-#define WITH_VM_OP(c, vm, op, body)                                                   \
-	do {                                                                          \
-		const char *key_ = ops_key((c)->a, (c)->task);                        \
-		if (vm_op_begin((vm), key_, (op), (c)->task, &(c)->err) < 0)          \
-			break;                                                        \
-		body;                                                                 \
-		vm_op_end((vm), key_);                                                \
-	} while (0)
 
 /* ---- VM.create / VM.destroy ---- */
 
@@ -1636,7 +1654,9 @@ static void set_memory(struct api_ctx *c, const char *op, int64_t smin, int64_t 
 							vm_hvm(r2));
 			db_unlock();
 			db_txn_set(t, K.vm, vm, api_field(K.vm, "memory_overhead"), val_int_h(ovh));
-			if (api_commit(c, t) == 0)
+			/* a running VM's balloon follows the new range (the
+			 * original's Xapi_xenops.set_memory_dynamic_range) */
+			if (api_commit(c, t) == 0 && vm_power_balloon(vm, &c->err) == 0)
 				enc_void(c->out);
 		}
 	});
@@ -1794,25 +1814,6 @@ static void vm_set_is_default_template(struct api_ctx *c)
 	}
 }
 
-static void vm_power_state_reset(struct api_ctx *c)
-{
-	k();
-	const char *vm = api_str(c, 1);
-	db_rdlock();
-	const struct db_row *r = db_get(K.vm, vm);
-	bool ctl = fb(r, K.vm, "is_control_domain");
-	db_unlock();
-	if (!r) {
-		api_fail(c, "HANDLE_INVALID", 2, "VM", vm);
-		return;
-	}
-	if (ctl) {
-		api_fail(c, "OPERATION_NOT_ALLOWED", 1, "This operation is not allowed on a control domain");
-		return;
-	}
-	if (vm_set_power_state(vm, "Halted", NULL, -1, &c->err) == 0)
-		enc_void(c->out);
-}
 
 /* ---- copies of rows (clone, copy, snapshot, revert) ---- */
 
@@ -2862,50 +2863,6 @@ static void vm_get_boot_record(struct api_ctx *c)
 	});
 }
 
-/* ---- VBD.insert / VBD.eject (record level, Halted VMs) ---- */
-
-static void vbd_media(struct api_ctx *c, const char *vdi)
-{
-	k();
-	const char *vbd = api_str(c, 1), *op = vdi ? "insert" : "eject";
-	char vm[DB_REF_MAX] = "";
-	ops_lock();
-	db_rdlock();
-	const struct db_row *b = db_get(K.vbd, vbd);
-	if (!b)
-		api_fail(c, "HANDLE_INVALID", 2, "VBD", vbd);
-	else if (vdi && !db_get(K.vdi, vdi))
-		api_fail(c, "HANDLE_INVALID", 2, "VDI", vdi);
-	else if (vbd_check(b, NULL, NULL, false, false, op, &c->err) == 0) {
-		snprintf(vm, sizeof(vm), "%s", fs(b, K.vbd, "VM"));
-		if (strcmp(fs(db_get(K.vm, vm), K.vm, "power_state"), "Halted") != 0)
-			/* a live CD drive is the backend's (xenops_cd_insert/eject) */
-			api_fail(c, "NOT_IMPLEMENTED", 1, vdi ? "VBD.insert" : "VBD.eject");
-	}
-	db_unlock();
-	if (!api_failed(c)) {
-		struct db_txn *t = db_txn_new();
-		db_txn_set(t, K.vbd, vbd, api_field(K.vbd, "VDI"), val_cstr_h(vdi ? vdi : NULLREF));
-		db_txn_set(t, K.vbd, vbd, api_field(K.vbd, "empty"), val_bool_h(!vdi));
-		api_commit(c, t);
-	}
-	ops_unlock();
-	if (!api_failed(c)) {
-		vm_update_allowed(vm);
-		enc_void(c->out);
-	}
-}
-
-static void vbd_insert(struct api_ctx *c)
-{
-	vbd_media(c, api_str(c, 2));
-}
-
-static void vbd_eject(struct api_ctx *c)
-{
-	vbd_media(c, NULL);
-}
-
 const struct api_impl vm_impls[] = {
 	{"VM.create", vm_create, false},
 	{"VM.destroy", vm_destroy, false},
@@ -2925,7 +2882,6 @@ const struct api_impl vm_impls[] = {
 	{"VM.set_VCPUs_max", vm_set_vcpus_max, false},
 	{"VM.set_VCPUs_at_startup", vm_set_vcpus_at_startup, false},
 	{"VM.set_is_a_template", vm_set_is_a_template, false},
-	{"VM.power_state_reset", vm_power_state_reset, false},
 	{"VM.clone", vm_clone, false},
 	{"VM.copy", vm_copy, false},
 	{"VM.snapshot", vm_snapshot, false},
@@ -2937,8 +2893,6 @@ const struct api_impl vm_impls[] = {
 	{"VM.copy_bios_strings", vm_copy_bios_strings, false},
 	{"VM.maximise_memory", vm_maximise_memory, true},
 	{"VBD.create", vbd_create, false},
-	{"VBD.insert", vbd_insert, false},
-	{"VBD.eject", vbd_eject, false},
 	{"VBD.destroy", vbd_destroy, false},
 	{"VIF.create", vif_create, false},
 	{"VIF.destroy", vif_destroy, false},

@@ -29,6 +29,31 @@ int vm_op_begin(const char *vm, const char *key, const char *op, const char *tas
  * its VBDs and VIFs. */
 void vm_op_end(const char *vm, const char *key);
 
+/* Run the body (the variadic part) between vm_op_begin and vm_op_end, in
+ * the call's task; c is a struct api_ctx * (api.h), needs ops.h. */
+#define WITH_VM_OP(c, vm, op, ...)                                                   \
+	do {                                                                          \
+		const char *key_ = ops_key((c)->a, (c)->task);                        \
+		if (vm_op_begin((vm), key_, (op), (c)->task, &(c)->err) < 0)          \
+			break;                                                        \
+		__VA_ARGS__;                                                          \
+		vm_op_end((vm), key_);                                                \
+	} while (0)
+
+/* A VBD or VIF operation (cls: the VBD or VIF class): check op on the
+ * device with the rules that compute its allowed_operations
+ * (xapi_vbd_helpers / xapi_vif_helpers: OTHER_OPERATION_IN_PROGRESS,
+ * VM_BAD_POWER_STATE [vm, "running", actual], DEVICE_ALREADY_ATTACHED /
+ * _DETACHED, VBD_NOT_UNPLUGGABLE, VBD_NOT_REMOVABLE_MEDIA, VBD_NOT_EMPTY,
+ * VBD_IS_EMPTY, ...) and put {key: op} into its current_operations, retried
+ * while another operation is in progress (as the original's
+ * with_vbd_marked); vm gets the device's VM.  Then the allowed_operations
+ * of the VM and its devices.  0, or -1 with err set. */
+int vm_dev_op_begin(int cls, const char *ref, const char *op, const char *key, const char *task,
+		    char vm[DB_REF_MAX], struct xerr *err);
+/* Take {key: ...} out of the device's current_operations; recompute. */
+void vm_dev_op_end(int cls, const char *ref, const char *key, const char *vm);
+
 /* Recompute allowed_operations of the VM, its VBDs and VIFs (one commit). */
 void vm_update_allowed(const char *vm);
 

@@ -26,6 +26,7 @@
 
 #include "api/api.h"
 #include "api/ops.h"
+#include "api/row.h"
 #include "api/storage.h"
 #include "api/tasks.h"
 #include "api/vm.h"
@@ -62,33 +63,6 @@ static void k(void)
 
 /* ---- row helpers (read lock held) ---- */
 
-static const struct val *fv(const struct db_row *r, int cls, const char *f)
-{
-	return r ? r->cols[api_field(cls, f)] : NULL;
-}
-static const char *fs(const struct db_row *r, int cls, const char *f)
-{
-	const struct val *v = fv(r, cls, f);
-	return v && v->kind == V_STR ? v->u.s : "";
-}
-static bool fb(const struct db_row *r, int cls, const char *f)
-{
-	const struct val *v = fv(r, cls, f);
-	return v && v->kind == V_BOOL && v->u.b;
-}
-static int64_t fi(const struct db_row *r, int cls, const char *f)
-{
-	const struct val *v = fv(r, cls, f);
-	return v && (v->kind == V_INT || v->kind == V_I4) ? v->u.i : 0;
-}
-static uint32_t n_of(const struct val *v)
-{
-	return v && (v->kind == V_ARRAY || v->kind == V_STRUCT) ? v->n : 0;
-}
-static bool is_null(const char *r)
-{
-	return !r || !r[0] || strcmp(r, NULLREF) == 0;
-}
 static void cpy(char *dst, size_t n, const char *src)
 {
 	snprintf(dst, n, "%s", src ? src : "");
@@ -322,8 +296,7 @@ static void metrics_after(const char *vm, const char *state, const struct spec *
 	const char *m = fs(r, K.vm, "metrics");
 	if (r && db_get(K.vmm, m)) {
 		char low[16];
-		cpy(low, sizeof(low), state);
-		low[0] = (char)(low[0] >= 'A' && low[0] <= 'Z' ? low[0] + 32 : low[0]);
+		lower(state, low, sizeof(low));
 		db_txn_set(t, K.vmm, m, api_field(K.vmm, "state"), set1(low));
 		db_txn_set(t, K.vmm, m, api_field(K.vmm, "last_updated"), val_datetime_h(now));
 		if (started && s) {
@@ -420,16 +393,6 @@ static int clean_wait(struct api_ctx *c, int64_t domid, enum xenops_reason why)
 }
 
 /* ---- messages ---- */
-
-/* Run the body (the variadic part) between vm_op_begin and vm_op_end. */
-#define WITH_VM_OP(c, vm, op, ...)                                                   \
-	do {                                                                          \
-		const char *key_ = ops_key((c)->a, (c)->task);                        \
-		if (vm_op_begin((vm), key_, (op), (c)->task, &(c)->err) < 0)          \
-			break;                                                        \
-		__VA_ARGS__;                                                          \
-		vm_op_end((vm), key_);                                                \
-	} while (0)
 
 static bool vm_exists(struct api_ctx *c, const char *vm)
 {
@@ -866,97 +829,116 @@ static void vm_set_vcpus_number_live(struct api_ctx *c)
 	done(c);
 }
 
-/* ---- VBD and VIF plug/unplug, CDs ---- */
+/* ---- live memory ---- */
 
-/* Mark a device operation: the device's allowed_operations (recomputed at
- * every change by vm.c with the original's rules) must list op; the errors
- * name the usual reasons. */
-static int dev_op_begin(int cls, const char *ref, const char *op, const char *key,
-			char vm[DB_REF_MAX], struct xerr *e)
+/* The domain's balloon reached target (or 2 s passed): its memory_actual
+ * into VM_metrics. */
+static void memory_actual_follow(const char *vm, uint32_t domid, uint64_t target)
 {
-	const char *cname = cls == K.vbd ? "VBD" : "VIF";
-	ops_lock();
-	db_rdlock();
-	const struct db_row *r = db_get(cls, ref);
-	int rc = -1;
-	if (!r) {
-		xerr_set(e, "HANDLE_INVALID", 2, cname, ref);
-		goto out;
-	}
-	cpy(vm, DB_REF_MAX, fs(r, cls, "VM"));
-	const struct db_row *v = db_get(K.vm, vm);
-	const struct val *cur = fv(r, cls, "current_operations");
-	const struct val *al = fv(r, cls, "allowed_operations");
-	bool allowed = false;
-	for (uint32_t i = 0; i < n_of(al); i++)
-		allowed |= strcmp(al->u.items[i]->u.s, op) == 0;
-	const char *ps = fs(v, K.vm, "power_state");
-	bool attached = fb(r, cls, "currently_attached");
-	bool live = strcmp(ps, "Running") == 0;
-	if (n_of(cur)) {
-		xerr_set(e, "OTHER_OPERATION_IN_PROGRESS", 4, cname, ref,
-			 cur->u.members[0].v->u.s, cur->u.members[0].key);
-	} else if (allowed) {
-		rc = 0;
-	} else if (strcmp(op, "insert") == 0 || strcmp(op, "eject") == 0) {
-		if (cls != K.vbd || strcmp(fs(r, cls, "type"), "CD") != 0)
-			xerr_set(e, "VBD_NOT_REMOVABLE_MEDIA", 1, ref);
-		else if (strcmp(op, "insert") == 0 && !fb(r, cls, "empty"))
-			xerr_set(e, "VBD_NOT_EMPTY", 1, ref);
-		else if (strcmp(op, "eject") == 0 && fb(r, cls, "empty"))
-			xerr_set(e, "VBD_IS_EMPTY", 1, ref);
-		else
-			xerr_set(e, "OPERATION_NOT_ALLOWED", 1, "the VM's state forbids it");
-	} else if (!live) {
-		char low[16];
-		cpy(low, sizeof(low), ps);
-		low[0] = (char)(low[0] >= 'A' && low[0] <= 'Z' ? low[0] + 32 : low[0]);
-		xerr_set(e, "VM_BAD_POWER_STATE", 3, vm, "running", low);
-	} else if (strcmp(op, "plug") == 0 && attached) {
-		xerr_set(e, "DEVICE_ALREADY_ATTACHED", 1, ref);
-	} else if (strcmp(op, "plug") != 0 && !attached) {
-		xerr_set(e, "DEVICE_ALREADY_DETACHED", 1, ref);
-	} else {
-		xerr_set(e, "OPERATION_NOT_ALLOWED", 1, "another operation on the VM forbids it");
-	}
-	db_unlock();
-	if (rc == 0) {
-		struct db_txn *t = db_txn_new();
-		db_txn_set(t, cls, ref, api_field(cls, "current_operations"),
-			   ops_map_with(cur, key, op));
-		rc = db_txn_commit(t, e);
-	}
-out:
-	if (r == NULL)
-		db_unlock();
-	ops_unlock();
-	if (rc == 0)
-		vm_update_allowed(vm);
-	return rc;
-}
-
-static void dev_op_end(int cls, const char *ref, const char *key, const char *vm)
-{
-	ops_lock();
+	struct xenops_dominfo info;
+	struct xerr e = {0};
+	int rc;
+	for (int i = 0; (rc = xenops_info(domid, &info, &e)) == 0 && info.memory_actual != target &&
+			i < 40;
+	     i++)
+		ops_sleep_ms(50);
+	xerr_clear(&e);
+	if (rc < 0)
+		return;
 	struct db_txn *t = db_txn_new();
 	db_rdlock();
-	const struct db_row *r = db_get(cls, ref);
-	if (r)
-		db_txn_set(t, cls, ref, api_field(cls, "current_operations"),
-			   ops_map_with(fv(r, cls, "current_operations"), key, NULL));
+	const char *m = fs(db_get(K.vm, vm), K.vm, "metrics");
+	if (db_get(K.vmm, m)) {
+		db_txn_set(t, K.vmm, m, api_field(K.vmm, "memory_actual"),
+			   val_int_h((int64_t)info.memory_actual));
+		db_txn_set(t, K.vmm, m, api_field(K.vmm, "last_updated"),
+			   val_datetime_h((int64_t)util_now()));
+	}
 	db_unlock();
-	commit_log(t, "current_operations of a device", vm);
-	ops_unlock();
-	vm_update_allowed(vm);
+	commit_log(t, "memory_actual", vm);
 }
+
+int vm_power_balloon(const char *vm, struct xerr *e)
+{
+	k();
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, vm);
+	bool live = strcmp(fs(r, K.vm, "power_state"), "Running") == 0 ||
+		    strcmp(fs(r, K.vm, "power_state"), "Paused") == 0;
+	int64_t d = fi(r, K.vm, "domid");
+	uint64_t dmin = (uint64_t)fi(r, K.vm, "memory_dynamic_min");
+	uint64_t dmax = (uint64_t)fi(r, K.vm, "memory_dynamic_max");
+	bool ctl = fb(r, K.vm, "is_control_domain");
+	db_unlock();
+	if (!live || d < 0 || ctl)
+		return 0;
+	/* as squeezed balances: as much as the range allows, as far as the
+	 * host's free memory goes, never below dynamic_min */
+	struct xenops_dominfo info;
+	if (xenops_info((uint32_t)d, &info, e) < 0)
+		return -1;
+	uint64_t target = dmax;
+	if (target > info.memory_actual) {
+		uint64_t room = info.memory_actual + xenops_host_free_memory();
+		if (target > room)
+			target = room > dmin ? room : dmin;
+	}
+	if (xenops_set_memory_target((uint32_t)d, target, e) < 0)
+		return -1;
+	memory_actual_follow(vm, (uint32_t)d, target);
+	return 0;
+}
+
+/* VM.power_state_reset (xapi_vm.ml): refused on control domains; a VM this
+ * host runs a domain for stays as it is (DOMAIN_EXISTS) while the domain
+ * runs; a paused or shut-down domain is destroyed (the original forgets
+ * it in xenopsd), then the Halted bookkeeping. */
+static void vm_power_state_reset(struct api_ctx *c)
+{
+	k();
+	const char *vm = api_str(c, 1);
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, vm);
+	bool ctl = fb(r, K.vm, "is_control_domain");
+	char uuid[40];
+	cpy(uuid, sizeof(uuid), fs(r, K.vm, "uuid"));
+	db_unlock();
+	if (!r) {
+		api_fail(c, "HANDLE_INVALID", 2, "VM", vm);
+		return;
+	}
+	if (ctl) {
+		api_fail(c, "CANNOT_RESET_CONTROL_DOMAIN", 1, vm);
+		return;
+	}
+	char ps[16];
+	int64_t d = vm_domid(vm, ps);
+	if ((strcmp(ps, "Running") == 0 || strcmp(ps, "Paused") == 0) && d >= 0) {
+		struct xenops_dominfo info;
+		struct xerr e = {0};
+		if (xenops_info((uint32_t)d, &info, &e) == 0 && strcmp(info.uuid, uuid) == 0) {
+			if (info.state == XENOPS_RUNNING) {
+				api_fail(c, "DOMAIN_EXISTS", 1, vm);
+				return;
+			}
+			if (xenops_destroy((uint32_t)d, &e) < 0)
+				log_warn("VM.power_state_reset %s: domain %" PRId64 ": %s", vm, d, e.code);
+		}
+		xerr_clear(&e);
+	}
+	if (domain_halt(vm, -1, &c->err) == 0)
+		enc_void(c->out);
+}
+
+/* ---- VBD and VIF plug/unplug, CDs ---- */
 
 #define WITH_DEV_OP(c, cls, ref, op, vm, ...)                                        \
 	do {                                                                          \
 		const char *key_ = ops_key((c)->a, (c)->task);                        \
-		if (dev_op_begin((cls), (ref), (op), key_, (vm), &(c)->err) < 0)      \
+		if (vm_dev_op_begin((cls), (ref), (op), key_, (c)->task, (vm), &(c)->err) < 0) \
 			break;                                                        \
 		__VA_ARGS__;                                                          \
-		dev_op_end((cls), (ref), key_, (vm));                                 \
+		vm_dev_op_end((cls), (ref), key_, (vm));                              \
 	} while (0)
 
 static void set_attached(struct api_ctx *c, int cls, const char *ref, bool att, const char *dev)
@@ -1198,13 +1180,19 @@ static void guest_update(const char *vm, uint32_t domid)
 		int f = api_field(K.gm, upd[i]);
 		changed |= !gr->cols[f] || !val_equal(gr->cols[f], cols[f]);
 	}
-	if (!changed) { /* polled, and nothing new */
+	const struct db_row *mr = db_get(K.vmm, fs(r, K.vm, "metrics"));
+	bool mem_changed = have_info && mr &&
+			   (fi(mr, K.vmm, "memory_actual") != (int64_t)info.memory_actual ||
+			    fi(mr, K.vmm, "VCPUs_number") != (int64_t)info.vcpus_online);
+	if (!changed && !mem_changed) { /* polled, and nothing new */
 		db_unlock();
 		db_txn_free(t);
 		api_cols_free(K.gm, cols);
 		return;
 	}
-	if (gr) {
+	if (!changed) {
+		api_cols_free(K.gm, cols);
+	} else if (gr) {
 		for (size_t i = 0; i < sizeof(upd) / sizeof(upd[0]); i++) {
 			int f = api_field(K.gm, upd[i]);
 			struct val *v = cols[f];
@@ -1496,6 +1484,7 @@ const struct api_impl vm_power_impls[] = {
 	{"VM.send_sysrq", vm_send_sysrq, false},
 	{"VM.send_trigger", vm_send_trigger, false},
 	{"VM.set_VCPUs_number_live", vm_set_vcpus_number_live, false},
+	{"VM.power_state_reset", vm_power_state_reset, false},
 	{"VBD.plug", vbd_plug, false},
 	{"VBD.unplug", vbd_unplug, false},
 	{"VBD.unplug_force", vbd_unplug_force, false},

@@ -19,6 +19,13 @@ void vm_power_on_event(void *ctx, enum xenops_event ev, const char *vm_uuid, uin
  * shutdowns and crashes: actions_after_*; guest agent data). */
 void vm_power_start(int clean_shutdown_timeout_s);
 
+/* After the VM's dynamic memory range changed: a Running (Paused) VM's
+ * balloon target is set as squeezed would (dynamic_max, as far as the host's
+ * free memory goes, not below dynamic_min) through
+ * xenops_set_memory_target, and VM_metrics.memory_actual follows the
+ * domain.  0 for VMs without a domain; -1 with e set. */
+int vm_power_balloon(const char *vm, struct xerr *e);
+
 /* At daemon stop, before xenops_shutdown: stops the event thread. */
 void vm_power_stop(void);
 

@@ -235,7 +235,8 @@ def test_vcpus_live_and_sysrq_crash(s):
     assert fail(s.xenapi.VM.set_VCPUs_number_live, vm, "3")[0] == "INVALID_VALUE"
     s.xenapi.VM.send_sysrq(vm, "c")  # the simulated guest crashes
     wait_for(lambda: s.xenapi.VM.get_power_state(vm) == "Halted")
-    assert s.xenapi.VM.get_current_operations(vm) == {}
+    # the action runs as a hard_shutdown operation, which ends just after
+    wait_for(lambda: s.xenapi.VM.get_current_operations(vm) == {})
 
 
 def test_crash_restart(s):
@@ -346,3 +347,43 @@ def test_kill9_keeps_running_vms(xapi_bin, XenAPI):
     finally:
         x.stop()
         subprocess.run(["rm", "-rf", d])
+
+
+def test_dynamic_range_live_sets_balloon(s):
+    vm = new_vm(s, "balloon")
+    s.xenapi.VM.start(vm, False, False)
+    m = s.xenapi.VM.get_metrics(vm)
+    assert int(s.xenapi.VM_metrics.get_memory_actual(m)) == 256 * MIB
+    s.xenapi.VM.set_memory_dynamic_range(vm, str(128 * MIB), str(192 * MIB))
+    # the target is dynamic_max (the host has room); the balloon follows
+    assert int(s.xenapi.VM_metrics.get_memory_actual(m)) == 192 * MIB
+    assert int(s.xenapi.VM.get_memory_target(vm)) == 128 * MIB
+    s.xenapi.VM.set_memory_dynamic_max(vm, str(160 * MIB))
+    assert int(s.xenapi.VM_metrics.get_memory_actual(m)) == 160 * MIB
+    assert fail(s.xenapi.VM.set_memory_dynamic_range, vm, str(64 * MIB), str(192 * MIB)) == \
+        ["MEMORY_CONSTRAINT_VIOLATION_ORDER"]
+    assert int(s.xenapi.VM_metrics.get_memory_actual(m)) == 160 * MIB
+    # static limits stay Halted-only
+    assert fail(s.xenapi.VM.set_memory_static_max, vm, str(512 * MIB))[0] == "VM_BAD_POWER_STATE"
+    s.xenapi.VM.hard_shutdown(vm)
+    s.xenapi.VM.set_memory_dynamic_range(vm, str(128 * MIB), str(256 * MIB))
+    assert int(s.xenapi.VM_metrics.get_memory_actual(m)) == 0
+    s.xenapi.VM.start(vm, False, False)
+    assert int(s.xenapi.VM_metrics.get_memory_actual(m)) == 256 * MIB
+    s.xenapi.VM.hard_shutdown(vm)
+
+
+def test_power_state_reset_with_domain(s):
+    vm = new_vm(s, "reset")
+    s.xenapi.VM.start(vm, False, False)
+    assert fail(s.xenapi.VM.power_state_reset, vm) == ["DOMAIN_EXISTS", vm]
+    assert s.xenapi.VM.get_power_state(vm) == "Running"
+    s.xenapi.VM.pause(vm)
+    s.xenapi.VM.power_state_reset(vm)  # a paused domain is let go
+    assert s.xenapi.VM.get_power_state(vm) == "Halted"
+    assert s.xenapi.VM.get_domid(vm) == "-1"
+    s.xenapi.VM.start(vm, False, False)  # and the VM starts again
+    assert s.xenapi.VM.get_power_state(vm) == "Running"
+    s.xenapi.VM.hard_shutdown(vm)
+    dom0 = [v for v in s.xenapi.VM.get_all() if s.xenapi.VM.get_is_control_domain(v)][0]
+    assert fail(s.xenapi.VM.power_state_reset, dom0) == ["CANNOT_RESET_CONTROL_DOMAIN", dom0]
