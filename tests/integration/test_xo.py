@@ -425,3 +425,65 @@ def test_vdi_import_stream_of_unknown_length(node, server, other, transport):
     no_xo_tasks(server, other)
     for ref in v.values():
         server.json_call("VDI.destroy", other, ref)
+
+
+# ------------------------------------------------------------------ VMs
+
+def vm_flow(node, server, other, transport):
+    """Run the vm-flow step; check with another client that the VM and its
+    disks are gone and the template is as it was; remove what XO left."""
+    r = run_xo(node, server, other, ["connect", "vm-flow"], transport=transport)
+    step = r.steps.get("vm-flow")
+    try:
+        (f,) = r.ok("vm-flow")
+        for ref in (f["ref"],) + tuple(f["vdis"]):
+            cls = "VM" if ref == f["ref"] else "VDI"
+            with pytest.raises(JsonError) as e:
+                server.json_call(cls + ".get_record", other, ref)
+            assert e.value.details[0] == "HANDLE_INVALID", e.value.details
+        t = server.json_call("VM.get_record", other, f["template"])
+        assert t["is_a_template"] and t["current_operations"] == {} and 'sr=""' in t["other_config"]["disks"]
+        assert f["os_version"]["distro"] == "debian", f
+        tasks = server.json_call("task.get_all_records", other)
+        assert not [x for x in tasks.values() if x["name_label"].startswith("Async.")], tasks
+        return f
+    finally:
+        # what a failing run (or XO's warnings) left behind
+        if step is not None and step.get("snapshot"):
+            for ref in [step["snapshot"]]:
+                try:
+                    vbds = server.json_call("VM.get_VBDs", other, ref)
+                    vdis = [server.json_call("VBD.get_VDI", other, b) for b in vbds]
+                    server.json_call("VM.destroy", other, ref)
+                    for v in vdis:
+                        server.json_call("VDI.destroy", other, v)
+                except JsonError:
+                    pass
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_vm_flow(node, server, other, transport):
+    """xo-server's createVm from the Debian 12 template (callAsync VM.clone,
+    the provisioning XML with the default SR's uuid, VM.provision, VIF_create),
+    startVm (callAsync VM.start) with the cache followed until the VM is
+    Running with guest metrics (os_version, the NIC's address), VBDs/VIFs
+    attached, VM_metrics; VM_snapshot; clean shutdown; revertVm (callAsync
+    VM.revert, then a start as the snapshot was of a Running VM); clean
+    shutdown; VM_destroy (the VM, its snapshots, its disks)."""
+    f = vm_flow(node, server, other, transport)
+    assert f["ip"].startswith("10.0."), f
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cxapi bug: VM.set_is_a_template(snapshot, false) answers VM_IS_SNAPSHOT "
+    "[snapshot, make_into_template]; the original (message_forwarding / "
+    "xapi_vm_helpers set_is_a_template) only guards true with make_into_template "
+    "and lets false through on snapshots.  xo-server's VM_snapshot sets it false "
+    "right after every VM.snapshot (ignoring only LICENSE_RESTRICTION), so XO's "
+    "snapshots fail, and its VM_destroy (set_is_a_template false first) cannot "
+    "destroy snapshots: they and their disks are left behind"))
+def test_vm_flow_snapshot_as_xo_does_it(node, server, other):
+    f = vm_flow(node, server, other, "json-rpc")
+    assert f["quirks"]["snapshot_set_is_a_template"] is None, f["quirks"]
+    assert f["quirks"]["destroy_warnings"] == [], f["quirks"]
+    assert not f["snapshot_left"], f

@@ -307,6 +307,127 @@ function checkRaw(body, want, what) {
   )
 }
 
+
+// ---------------------------------------------------------------- VM helpers
+//
+// What xo-server does to make, run and remove a VM (xo-server's
+// xapi/index.mjs createVm / startVm / revertVm, @xen-orchestra/xapi's
+// vm.mjs VM_snapshot / VM_destroy, vbd.mjs VBD_create, vif.mjs VIF_create),
+// replicated here for the same reason as the storage helpers.
+
+// waits in XO's cache until the VM is Running and its guest metrics (also
+// in the cache) carry os_version and the first NIC's address
+function waitRunningWithGuest(xapi, ref, what) {
+  return waitCache(
+    xapi,
+    () => {
+      const vm = xapi.getObjectByRef(ref, undefined)
+      if (vm === undefined || vm.power_state !== 'Running') return false
+      const gm = xapi.getObjectByRef(vm.guest_metrics, undefined)
+      return (
+        gm !== undefined &&
+        gm.os_version?.name !== undefined &&
+        gm.networks?.['0/ip'] !== undefined && { vm, gm, metrics: xapi.getObjectByRef(vm.metrics, undefined) }
+      )
+    },
+    what
+  )
+}
+
+const waitPowerState = (xapi, ref, state, what) =>
+  waitCache(xapi, () => xapi.getObjectByRef(ref, undefined)?.power_state === state && xapi.getObjectByRef(ref), what)
+
+// VBD_create: userdevice from VM.get_allowed_VBD_devices (not "3" for a
+// disk, kept for CDs), unpluggable false, plugged when the VM runs
+async function VBD_create(xapi, { VM, VDI, bootable = false, type = 'Disk' }) {
+  const allowed = await xapi.call('VM.get_allowed_VBD_devices', VM)
+  let userdevice = allowed[0]
+  if (userdevice === '3' && allowed.length !== 1) userdevice = allowed[1]
+  return xapi.call('VBD.create', {
+    bootable,
+    currently_attached: false,
+    device: '',
+    empty: VDI === undefined,
+    mode: type === 'Disk' ? 'RW' : 'RO',
+    other_config: {},
+    qos_algorithm_params: {},
+    qos_algorithm_type: '',
+    type,
+    unpluggable: false,
+    userdevice,
+    VDI,
+    VM,
+  })
+}
+
+// VIF_create: the first allowed device, the network's MTU, MAC left to xapi
+async function VIF_create(xapi, { VM, network }) {
+  const [device, MTU] = await Promise.all([
+    xapi.call('VM.get_allowed_VIF_devices', VM).then(d => d[0]),
+    xapi.getField('network', network, 'MTU'),
+  ])
+  return xapi.call('VIF.create', {
+    device,
+    MAC: '',
+    MTU,
+    network,
+    other_config: {},
+    qos_algorithm_params: {},
+    qos_algorithm_type: '',
+    VM,
+  })
+}
+
+// VM_snapshot: callAsync VM.snapshot, then is_a_template false ("VM snapshots
+// are marked as templates, unfortunately it does not play well with XVA
+// export/import"), only LICENSE_RESTRICTION ignored.  The error, if any, is
+// returned rather than thrown so that the step can go on and report it.
+async function VM_snapshot(xapi, ref, name_label) {
+  const snapRef = await withTimeout(xapi.callAsync('VM.snapshot', ref, name_label), 'callAsync(VM.snapshot)')
+  let error
+  try {
+    await xapi.setField('VM', snapRef, 'is_a_template', false)
+  } catch (e) {
+    if (e.code !== 'LICENSE_RESTRICTION') error = [e.code, ...(e.params ?? [])]
+  }
+  return { snapRef, error }
+}
+
+// VM_destroy: hard_shutdown unless Halted, is_a_template false, the disks
+// (VM_getDisks) read first, VM.destroy, then its snapshots (VM_destroy each)
+// and its disks not used by another VM (VDI_destroy); failures on snapshots
+// and disks are only warnings in xo-server: returned here.
+async function VM_destroy(xapi, ref) {
+  const vm = await xapi.getRecord('VM', ref)
+  if (vm.power_state !== 'Halted') await xapi.call('VM.hard_shutdown', ref)
+  await vm.set_is_a_template(false)
+  const disks = []
+  for (const vbd of await xapi.getRecords('VBD', vm.VBDs))
+    if (vbd.type === 'Disk' && vbd.VDI !== NULL_REF && !disks.includes(vbd.VDI)) disks.push(vbd.VDI)
+  await xapi.call('VM.destroy', ref)
+  const warnings = []
+  await Promise.all([
+    ...vm.snapshots.map(s =>
+      VM_destroy(xapi, s).then(
+        w => warnings.push(...w),
+        e => warnings.push({ snapshot: s, error: [e.code, ...(e.params ?? [])] })
+      )
+    ),
+    ...disks.map(async vdi => {
+      try {
+        for (const vbd of await xapi.getField('VDI', vdi, 'VBDs')) {
+          const other = await xapi.getField('VBD', vbd, 'VM')
+          if (other !== ref && !(await xapi.getField('VM', other, 'is_control_domain'))) return
+        }
+        await xapi.callAsync('VDI.destroy', vdi)
+      } catch (e) {
+        warnings.push({ vdi, error: [e.code, ...(e.params ?? [])] })
+      }
+    }),
+  ])
+  return warnings
+}
+
 // ---------------------------------------------------------------- steps
 
 const MIN_VM = {
@@ -539,6 +660,158 @@ const STEPS = {
       'the Async tasks leave the cache after task.destroy'
     )
     return { ref }
+  },
+
+  // A VM's whole life as xo-server drives it: createVm from a seeded template
+  // (callAsync VM.clone, the provisioning XML with the default SR, VM.provision,
+  // VIF_create), startVm (callAsync VM.start) watched in the cache until
+  // Running with guest metrics, VM_snapshot, clean shutdown, revertVm
+  // (callAsync VM.revert, then a start since the snapshot was of a Running VM),
+  // clean shutdown, VM_destroy.  XO's own errors that xo-server only warns
+  // about (or that the test marks as known) are reported, not thrown.
+  async 'vm-flow'(xapi) {
+    await withTimeout(xapi.objectsFetched, 'objectsFetched')
+    const tag = Math.random().toString(36).slice(2)
+    const out = { quirks: {} }
+    const template = cached(xapi, 'VM').find(o => o.is_a_template && o.name_label === 'Debian Bookworm 12')
+    assert(template !== undefined && template.is_default_template, 'the Debian 12 template in the cache')
+    const srRef = xapi.pool.default_SR
+    const sr = xapi.getObjectByRef(srRef)
+
+    // createVm: _cloneVm, _getOrWaitObject
+    const ref = await withTimeout(xapi.callAsync('VM.clone', template.$ref, 'xo-vm-' + tag), 'callAsync(VM.clone)')
+    assert(isRef(ref), 'the clone task result decodes to a ref: ' + JSON.stringify(ref))
+    let vm = await waitCache(xapi, () => xapi.getObjectByRef(ref, undefined), 'the clone in the cache')
+    assert(vm.is_a_template === true && vm.is_a_snapshot === false, 'a clone of a template is a template')
+    assert(vm.other_config.base_template_name === template.name_label, 'base_template_name')
+    assert(/sr=""/.test(vm.other_config.disks ?? ''), 'the template provisioning XML: ' + vm.other_config.disks)
+    // the disks of the form, as xo-server writes them (formatXml of
+    // {provision: {disk: [{$: {bootable, device, size, sr}}]}}), on the default SR
+    const size = 8 * 1024 * MIB
+    await xapi.call('VM.remove_from_other_config', ref, 'disks')
+    await xapi.call(
+      'VM.add_to_other_config',
+      ref,
+      'disks',
+      `<provision><disk bootable="true" device="0" size="${size}" sr="${sr.uuid}"/></provision>`
+    )
+    await xapi.call('VM.provision', ref)
+    vm = await waitCache(
+      xapi,
+      () => {
+        const v = xapi.getObjectByRef(ref)
+        return v.is_a_template === false && v.VBDs.length === 1 && !('disks' in v.other_config) && v
+      },
+      'VM.provision: not a template, one VBD, the disks key gone'
+    )
+    const vbd = await waitCache(xapi, () => xapi.getObjectByRef(vm.VBDs[0], undefined), 'the VBD in the cache')
+    const vdi = await waitCache(xapi, () => xapi.getObjectByRef(vbd.VDI, undefined), 'the VDI in the cache')
+    assert(vbd.type === 'Disk' && vbd.bootable === true && vbd.userdevice === '0' && vbd.mode === 'RW', 'the VBD')
+    assert(vdi.SR === srRef && Number(vdi.virtual_size) === size, 'the VDI on the default SR, of the size asked')
+    assert(vdi.sm_config.vmhint === vm.uuid, 'sm_config:vmhint')
+
+    // VIF_create on the pool's first network with a PIF (the management one)
+    const network = cached(xapi, 'network').find(n => n.PIFs.length > 0) ?? cached(xapi, 'network')[0]
+    const vifRef = await VIF_create(xapi, { VM: ref, network: network.$ref })
+    const vif = await waitCache(xapi, () => xapi.getObjectByRef(vifRef, undefined), 'the VIF in the cache')
+    assert(vif.device === '0' && vif.MAC_autogenerated === true && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(vif.MAC), 'the VIF')
+    await waitCache(xapi, () => xapi.getObjectByRef(ref).VIFs.includes(vifRef), 'VM.VIFs lists the VIF')
+    assert(xapi.getObjectByRef(ref).allowed_operations.includes('start'), 'start allowed')
+
+    // startVm
+    const checkRunning = ({ vm, gm, metrics }, what) => {
+      assert(vm.resident_on === xapi.pool.master && Number(vm.domid) > 0, what + ': resident_on, domid')
+      assert(metrics !== undefined && Number(metrics.VCPUs_number) === Number(vm.VCPUs_at_startup), what + ': VM_metrics')
+      assert(metrics.current_domain_type === vm.domain_type, what + ': current_domain_type')
+      assert(/^10\.0\.\d+\.\d+$/.test(gm.networks['0/ip']), what + ': NIC address ' + gm.networks['0/ip'])
+      assert(gm.PV_drivers_detected === true, what + ': PV drivers')
+      for (const r of vm.VBDs) assert(xapi.getObjectByRef(r).currently_attached === true, what + ': VBD attached')
+      for (const r of vm.VIFs) assert(xapi.getObjectByRef(r).currently_attached === true, what + ': VIF attached')
+      assert(!vm.allowed_operations.includes('start') && vm.allowed_operations.includes('hard_shutdown'), what + ': allowed_operations')
+    }
+    const started = await withTimeout(xapi.callAsync('VM.start', ref, false, false), 'callAsync(VM.start)')
+    assert(started === '', 'VM.start result is "": ' + JSON.stringify(started))
+    let run = await waitRunningWithGuest(xapi, ref, 'Running with guest metrics in the cache')
+    // the attachments may arrive in a later event than the power state
+    await waitCache(
+      xapi,
+      () => [...vm.VBDs, ...vm.VIFs].every(r => xapi.getObjectByRef(r).currently_attached),
+      'VBD and VIF currently_attached in the cache'
+    )
+    run = await waitRunningWithGuest(xapi, ref, 'still Running')
+    checkRunning(run, 'first start')
+    out.os_version = run.gm.os_version
+    out.ip = run.gm.networks['0/ip']
+    const domid1 = run.vm.domid
+
+    // VM_snapshot
+    const snap = await VM_snapshot(xapi, ref, 'xo-snap-' + tag)
+    out.quirks.snapshot_set_is_a_template = snap.error ?? null
+    const snapshot = await waitCache(
+      xapi,
+      () => xapi.getObjectByRef(snap.snapRef, undefined),
+      'the snapshot in the cache'
+    )
+    assert(snapshot.is_a_snapshot === true && snapshot.snapshot_of === ref, 'is_a_snapshot, snapshot_of')
+    assert(snapshot.snapshot_info['power-state-at-snapshot'] === 'Running', 'power-state-at-snapshot')
+    await waitCache(xapi, () => xapi.getObjectByRef(ref).snapshots.includes(snap.snapRef), 'VM.snapshots lists it')
+    assert(xapi.getObjectByRef(ref).power_state === 'Running' && xapi.getObjectByRef(ref).domid === domid1, 'still running')
+
+    // clean shutdown (VM.revert of a running VM is not done: docs/vm.md)
+    await withTimeout(xapi.callAsync('VM.clean_shutdown', ref), 'callAsync(VM.clean_shutdown)')
+    await waitPowerState(xapi, ref, 'Halted', 'Halted in the cache')
+
+    // revertVm: callAsync VM.revert; the snapshot was of a Running VM: start it
+    const reverted = await withTimeout(xapi.callAsync('VM.revert', snap.snapRef), 'callAsync(VM.revert)')
+    assert(reverted === '', 'VM.revert result is "": ' + JSON.stringify(reverted))
+    vm = await withTimeout(xapi.barrier(ref), 'barrier(vm) after the revert')
+    assert(vm.power_state === 'Halted', 'reverted to Halted (no memory image): ' + vm.power_state)
+    assert(vm.parent === snap.snapRef, 'parent is the snapshot')
+    assert(vm.VBDs.length === 1 && xapi.getObjectByRef(vm.VBDs[0]).VDI !== vdi.$ref, 'a new disk')
+    await waitCache(xapi, () => xapi.getObjectByRef(vdi.$ref, null) === null, 'the old disk leaves the cache')
+    await withTimeout(xapi.callAsync('VM.start', ref, false, false), 'callAsync(VM.start) after the revert')
+    run = await waitRunningWithGuest(xapi, ref, 'Running again with guest metrics')
+    await waitCache(
+      xapi,
+      () => [...run.vm.VBDs, ...run.vm.VIFs].every(r => xapi.getObjectByRef(r).currently_attached),
+      'VBD and VIF currently_attached after the second start'
+    )
+    run = await waitRunningWithGuest(xapi, ref, 'still Running')
+    checkRunning(run, 'second start')
+    assert(run.vm.domid !== domid1, 'a new domain')
+
+    await withTimeout(xapi.callAsync('VM.clean_shutdown', ref), 'callAsync(VM.clean_shutdown) again')
+    vm = await waitPowerState(xapi, ref, 'Halted', 'Halted again')
+    await waitCache(
+      xapi,
+      () => {
+        const v = xapi.getObjectByRef(ref)
+        return (
+          Object.keys(v.current_operations).length === 0 &&
+          v.allowed_operations.includes('start') &&
+          [...v.VBDs, ...v.VIFs].every(r => !xapi.getObjectByRef(r).currently_attached)
+        )
+      },
+      'Halted: no current operations, start allowed, nothing attached'
+    )
+    const disks = vm.VBDs.map(r => xapi.getObjectByRef(r).VDI)
+    const snapDisks = snapshot.VBDs.map(r => xapi.getObjectByRef(r, undefined)?.VDI).filter(Boolean)
+
+    // VM_destroy
+    out.quirks.destroy_warnings = await withTimeout(VM_destroy(xapi, ref), 'VM_destroy')
+    await waitCache(xapi, () => xapi.getObjectByRef(ref, null) === null, 'the VM leaves the cache')
+    await waitCache(
+      xapi,
+      () => disks.every(r => xapi.getObjectByRef(r, null) === null),
+      'its disks leave the cache'
+    )
+    await waitCache(
+      xapi,
+      () => !cached(xapi, 'task').some(t => t.name_label.startsWith('Async.VM.') || t.name_label.startsWith('Async.VDI.')),
+      'the Async tasks leave the cache after task.destroy'
+    )
+    out.snapshot_left = xapi.getObjectByRef(snap.snapRef, null) !== null
+    return { ref, snapshot: snap.snapRef, vdis: disks, snapshot_vdis: snapDisks, template: template.$ref, ...out }
   },
 
   // VDIs the way xo-server handles them: VDI_create, snapshotVdi
