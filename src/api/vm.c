@@ -1933,8 +1933,14 @@ static void set_kept(struct db_txn *t, const char *dst, const struct db_row *src
 	}
 }
 
-enum disk_op { OP_CLONE, OP_COPY, OP_SNAPSHOT };
-static const char *const disk_op_names[] = {"clone", "copy", "snapshot"};
+enum disk_op { OP_CLONE, OP_COPY, OP_SNAPSHOT, OP_CHECKPOINT };
+static const char *const disk_op_names[] = {"clone", "copy", "snapshot", "checkpoint"};
+
+/* Snapshots and checkpoints make snapshot VMs from snapshots of the disks. */
+static bool snap_op(enum disk_op op)
+{
+	return op == OP_SNAPSHOT || op == OP_CHECKPOINT;
+}
 
 /* One disk of the VM being copied: its VBD, the source VDI and the new one
  * (CDs keep theirs, empty drives have none). */
@@ -1999,7 +2005,7 @@ static int disk_do(enum disk_op op, const char *vdi, const char *sr, const char 
 {
 	if (op == OP_CLONE)
 		return storage_vdi_clone(vdi, task, out, e);
-	if (op == OP_SNAPSHOT)
+	if (snap_op(op))
 		return storage_vdi_snapshot(vdi, task, out, e);
 	char own[DB_REF_MAX];
 	if (is_null(sr)) {
@@ -2045,10 +2051,10 @@ static struct val *fresh_genid(const char *cur)
 
 /* The new VM's row (the original's copy_vm_record).  Read lock held. */
 static struct val **vm_copy_cols(const struct db_row *r, enum disk_op op, const char *name,
-				 const char *new_ps, const char *key, const char *mref,
-				 const char *gmref, const char *suspend_vdi)
+				 const char *new_ps, const char *ps_at, const char *key,
+				 const char *mref, const char *gmref, const char *suspend_vdi)
 {
-	bool snap = op == OP_SNAPSHOT, tmpl = fb(r, K.vm, "is_a_template");
+	bool snap = snap_op(op), tmpl = fb(r, K.vm, "is_a_template");
 	struct val **cols = api_row_new(K.vm);
 	char uuid[40];
 	db_uuid_new(uuid);
@@ -2075,7 +2081,8 @@ static struct val **vm_copy_cols(const struct db_row *r, enum disk_op op, const 
 	api_row_set(K.vm, cols, "snapshot_time", val_datetime_h(snap ? util_now() : 0));
 	struct val *info = NULL;
 	if (snap) {
-		struct val *a = ops_map_with(NULL, "power-state-at-snapshot", fs(r, K.vm, "power_state"));
+		struct val *a = ops_map_with(NULL, "power-state-at-snapshot",
+					      ps_at ? ps_at : fs(r, K.vm, "power_state"));
 		info = ops_map_with(a, "disk-snapshot-type", "crash_consistent");
 		val_free(a);
 	}
@@ -2127,11 +2134,13 @@ static struct val **vm_copy_cols(const struct db_row *r, enum disk_op op, const 
 /* The original's Xapi_vm_clone.clone: disks first, then the VM row with
  * its metrics and VBDs (one commit), then the VIFs; the new VM ends in the
  * power state it gets (Halted, Suspended for a clone/copy of a Suspended
- * VM) with its allowed_operations.  Runs inside the source's operation.
- * 0 with the new ref in out, or -1 with e set (everything made undone). */
+ * VM, or a checkpoint of one) with its allowed_operations.  Runs inside the
+ * source's operation.  ps_at: the power state a snapshot records (NULL: the
+ * VM's).  0 with the new ref in out, or -1 with e set (everything made
+ * undone). */
 static int vm_clone_do(const char *vm, const char *name, enum disk_op op, const char *sr,
-		       const struct val *ignore, const char *task, const char *key,
-		       char out[DB_REF_MAX], struct xerr *e)
+		       const struct val *ignore, const char *ps_at, const char *task,
+		       const char *key, char out[DB_REF_MAX], struct xerr *e)
 {
 	db_rdlock();
 	const struct db_row *r = db_get(K.vm, vm);
@@ -2146,8 +2155,9 @@ static int vm_clone_do(const char *vm, const char *name, enum disk_op op, const 
 		 is_null(fs(r, K.vm, "parent")) ? NULLREF : fs(r, K.vm, "parent"));
 	const char *new_ps = op != OP_SNAPSHOT && strcmp(ps, "Suspended") == 0 ? "Suspended" : "Halted";
 	struct cdisk *d;
-	int n = disks_of(r, op == OP_SNAPSHOT ? ignore : NULL, NULL, &d);
-	/* the suspend image goes with clones and copies, as one more disk */
+	int n = disks_of(r, snap_op(op) ? ignore : NULL, NULL, &d);
+	/* the suspend image goes with clones, copies and checkpoints, as one
+	 * more disk */
 	const char *sv = fs(r, K.vm, "suspend_VDI");
 	bool has_sv = op != OP_SNAPSHOT && !is_null(sv) && db_get(K.vdi, sv);
 	if (has_sv) {
@@ -2182,7 +2192,7 @@ static int vm_clone_do(const char *vm, const char *name, enum disk_op op, const 
 		free(mc);
 	}
 	owned_copy_txn(t, K.gm, fs(r, K.vm, "guest_metrics"), gmref);
-	struct val **cols = vm_copy_cols(r, op, name, new_ps, key, mref, gmref,
+	struct val **cols = vm_copy_cols(r, op, name, new_ps, ps_at, key, mref, gmref,
 					 has_sv ? d[n - 1].vdi : NULLREF);
 	db_txn_insert(t, K.vm, out, cols);
 	free(cols);
@@ -2191,21 +2201,21 @@ static int vm_clone_do(const char *vm, const char *name, enum disk_op op, const 
 		if (b)
 			vbd_copy_txn(t, b, out, d[i].vdi, true);
 	}
-	if (op == OP_SNAPSHOT)
+	if (snap_op(op))
 		db_txn_set(t, K.vm, vm, api_field(K.vm, "parent"), val_cstr_h(out));
 	db_unlock();
 	if (db_txn_commit(t, e) < 0) {
 		disks_delete(d, n, task);
 		goto out;
 	}
-	if (vifs_copy(vm, out, op == OP_SNAPSHOT, e) < 0 ||
+	if (vifs_copy(vm, out, snap_op(op), e) < 0 ||
 	    vm_set_power_state(out, new_ps, NULL, -1, e) < 0) {
 		struct db_txn *t2 = db_txn_new();
 		db_rdlock();
 		const struct db_row *nr = db_get(K.vm, out);
 		if (nr)
 			vm_delete_txn(t2, nr);
-		if (op == OP_SNAPSHOT)
+		if (snap_op(op))
 			db_txn_set(t2, K.vm, vm, api_field(K.vm, "parent"), val_cstr_h(old_parent));
 		db_unlock();
 		commit_quiet(t2, "undoing the copy of VM", vm);
@@ -2245,9 +2255,16 @@ static void clone_msg(struct api_ctx *c, enum disk_op op, const char *sr, const 
 	if (c->task)
 		task_set_cancellable(c->task, true);
 	char out[DB_REF_MAX];
-	if (vm_clone_do(vm, name, op, sr, ignore, c->task, key, out, &c->err) == 0)
+	if (vm_clone_do(vm, name, op, sr, ignore, NULL, c->task, key, out, &c->err) == 0)
 		enc_cstr(c->out, out);
 	vm_op_end(vm, key);
+}
+
+int vm_checkpoint_copy(const char *vm, const char *name, const char *ps_at, const char *task,
+		       const char *key, char out[DB_REF_MAX], struct xerr *e)
+{
+	k();
+	return vm_clone_do(vm, name, OP_CHECKPOINT, NULL, NULL, ps_at, task, key, out, e);
 }
 
 static void vm_clone(struct api_ctx *c)
@@ -2463,10 +2480,10 @@ static void vm_revert(struct api_ctx *c)
 	}
 	if (c->task)
 		task_set_cancellable(c->task, false);
-	if (strcmp(vps, "Running") == 0 || strcmp(vps, "Paused") == 0) {
-		/* the original hard-shuts the VM down first: that is the
-		 * backend's (src/xenops), not wired here yet */
-		api_fail(c, "NOT_IMPLEMENTED", 1, "VM.revert of a running VM");
+	/* a VM with a domain is hard-shut down first (as the original's
+	 * message_forwarding; hard_shutdown goes with reverting) */
+	if (strcmp(vps, "Halted") != 0 && vm_power_hard_shutdown(vm, c->task, &c->err) < 0) {
+		log_warn("VM.revert %s to %s: hard shutdown: %s", vm, snap, c->err.code);
 	} else if (revert_do(snap, vm, c->task, &c->err) < 0) {
 		struct xerr e2 = {0};
 		if (vm_set_power_state(vm, "Halted", NULL, -1, &e2) < 0)

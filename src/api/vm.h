@@ -72,6 +72,16 @@ void vm_update_allowed(const char *vm);
 int vm_set_power_state(const char *vm, const char *state, const char *host, int64_t domid,
 		       struct xerr *err);
 
+/* VM.checkpoint's copy (the original's Xapi_vm_clone.clone with
+ * Disk_op_checkpoint), inside the VM's checkpoint operation (key): the
+ * disks and the suspend VDI (if any) snapshotted, a snapshot VM (snapshot
+ * rows as VM.snapshot's) that is Suspended with the copy of the suspend
+ * image when the VM is Suspended, else Halted; ps_at: the
+ * power-state-at-snapshot it records.  0 with the ref in out, or -1 with e
+ * set (nothing left behind). */
+int vm_checkpoint_copy(const char *vm, const char *name, const char *ps_at, const char *task,
+		       const char *key, char out[DB_REF_MAX], struct xerr *e);
+
 /* At daemon start: clears current_operations left on VMs, VBDs and VIFs by
  * a crash and recomputes every allowed_operations.  Idempotent. */
 void vm_start(void);

@@ -473,22 +473,42 @@ static int drop_suspend_vdi(const char *vm, const char *task, struct xerr *e)
 	return db_txn_commit(t, e);
 }
 
+/* Hard shutdown of a VM in power state ps (its domain d): Halted. */
+static int hard_halt(const char *vm, const char *ps, int64_t d, const char *task, struct xerr *e)
+{
+	if (strcmp(ps, "Suspended") == 0)
+		return drop_suspend_vdi(vm, task, e) < 0 ? -1 : domain_halt(vm, -1, e);
+	if (strcmp(ps, "Halted") != 0)
+		return domain_halt(vm, d, e);
+	return 0;
+}
+
+static int hard_shutdown_do(const char *vm, const char *task, struct xerr *e)
+{
+	char ps[16];
+	int64_t d = vm_domid(vm, ps);
+	return hard_halt(vm, ps, d, task, e);
+}
+
 static void vm_hard_shutdown(struct api_ctx *c)
 {
 	const char *vm = api_str(c, 1);
 	if (!vm_exists(c, vm))
 		return;
-	WITH_VM_OP(c, vm, "hard_shutdown", {
-		char ps[16];
-		int64_t d = vm_domid(vm, ps);
-		if (strcmp(ps, "Suspended") == 0) {
-			if (drop_suspend_vdi(vm, c->task, &c->err) == 0)
-				domain_halt(vm, -1, &c->err);
-		} else if (strcmp(ps, "Halted") != 0) {
-			domain_halt(vm, d, &c->err);
-		}
-	});
+	WITH_VM_OP(c, vm, "hard_shutdown", hard_shutdown_do(vm, c->task, &c->err));
 	done(c);
+}
+
+int vm_power_hard_shutdown(const char *vm, const char *task, struct xerr *e)
+{
+	k();
+	char key[DB_REF_MAX];
+	db_ref_new(key);
+	if (vm_op_begin(vm, key, "hard_shutdown", task, e) < 0)
+		return -1;
+	int rc = hard_shutdown_do(vm, task, e);
+	vm_op_end(vm, key);
+	return rc;
 }
 
 static void shutdown_do(struct api_ctx *c, const char *vm)
@@ -501,12 +521,7 @@ static void shutdown_do(struct api_ctx *c, const char *vm)
 		log_info("VM.shutdown %s: clean shutdown failed (%s); hard shutdown", vm, c->err.code);
 		xerr_clear(&c->err);
 	}
-	if (strcmp(ps, "Suspended") == 0) {
-		if (drop_suspend_vdi(vm, c->task, &c->err) == 0)
-			domain_halt(vm, -1, &c->err);
-	} else if (strcmp(ps, "Halted") != 0) {
-		domain_halt(vm, d, &c->err);
-	}
+	hard_halt(vm, ps, d, c->task, &c->err);
 }
 
 /* VM.shutdown: a clean shutdown, and a hard one if it fails (timeout). */
@@ -770,6 +785,54 @@ static void vm_resume_on(struct api_ctx *c)
 {
 	if (vm_exists(c, api_str(c, 1)) && host_is_here(c, api_str(c, 2)))
 		resume_common(c, "resume_on", api_bool(c, 3));
+}
+
+/* ---- checkpoint (xapi_vm_snapshot.ml) ---- */
+
+/* A Running VM is suspended (its image into a suspend VDI, the VM Suspended
+ * but still resident), its disks and suspend image snapshotted into a
+ * Suspended snapshot VM, then resumed from the image (a new domain) and the
+ * suspend VDI dropped; a Paused or Suspended VM is snapshotted as it is. */
+static void checkpoint_do(struct api_ctx *c, const char *vm, const char *name, const char *key)
+{
+	char ps[16], out[DB_REF_MAX];
+	vm_domid(vm, ps);
+	bool running = strcmp(ps, "Running") == 0;
+	if (running) {
+		suspend_do(c, vm);
+		if (api_failed(c))
+			return;
+	}
+	if (c->task)
+		task_set_cancellable(c->task, true);
+	int rc = vm_checkpoint_copy(vm, name, ps, c->task, key, out, &c->err);
+	if (c->task)
+		task_set_cancellable(c->task, false);
+	if (!running) {
+		if (rc == 0)
+			enc_cstr(c->out, out);
+		return;
+	}
+	/* the VM runs again whatever became of the copy (the original's
+	 * "slow resume"); a failed resume is the answer */
+	struct xerr copy_err = {0};
+	xerr_move(&copy_err, &c->err);
+	resume_do(c, vm, false);
+	if (api_failed(c)) {
+		xerr_clear(&copy_err);
+	} else if (rc < 0) {
+		xerr_move(&c->err, &copy_err);
+	} else {
+		enc_cstr(c->out, out);
+	}
+}
+
+static void vm_checkpoint(struct api_ctx *c)
+{
+	const char *vm = api_str(c, 1);
+	if (!vm_exists(c, vm))
+		return;
+	WITH_VM_OP(c, vm, "checkpoint", checkpoint_do(c, vm, api_str(c, 2), key_));
 }
 
 /* ---- live changes ---- */
@@ -1481,6 +1544,7 @@ const struct api_impl vm_power_impls[] = {
 	{"VM.suspend", vm_suspend, false},
 	{"VM.resume", vm_resume, false},
 	{"VM.resume_on", vm_resume_on, false},
+	{"VM.checkpoint", vm_checkpoint, false},
 	{"VM.send_sysrq", vm_send_sysrq, false},
 	{"VM.send_trigger", vm_send_trigger, false},
 	{"VM.set_VCPUs_number_live", vm_set_vcpus_number_live, false},

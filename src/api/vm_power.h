@@ -26,6 +26,11 @@ void vm_power_start(int clean_shutdown_timeout_s);
  * domain.  0 for VMs without a domain; -1 with e set. */
 int vm_power_balloon(const char *vm, struct xerr *e);
 
+/* VM.hard_shutdown of vm as its own operation (a fresh key; e.g. inside
+ * VM.revert's "reverting"): the domain destroyed, a Suspended VM's image
+ * dropped; Halted.  0 or -1 with e set. */
+int vm_power_hard_shutdown(const char *vm, const char *task, struct xerr *e);
+
 /* At daemon stop, before xenops_shutdown: stops the event thread. */
 void vm_power_stop(void);
 

@@ -387,3 +387,75 @@ def test_power_state_reset_with_domain(s):
     s.xenapi.VM.hard_shutdown(vm)
     dom0 = [v for v in s.xenapi.VM.get_all() if s.xenapi.VM.get_is_control_domain(v)][0]
     assert fail(s.xenapi.VM.power_state_reset, dom0) == ["CANNOT_RESET_CONTROL_DOMAIN", dom0]
+
+
+def test_checkpoint_running_and_revert(s):
+    vm = new_vm(s, "ckpt")
+    assert fail(s.xenapi.VM.checkpoint, vm, "c0") == \
+        ["VM_BAD_POWER_STATE", vm, "paused, suspended, running", "halted"]
+    s.xenapi.VM.start(vm, False, False)
+    d1 = int(s.xenapi.VM.get_domid(vm))
+    def managed():
+        return [k for k, x in s.xenapi.VDI.get_all_records().items() if x["managed"]]
+    nvdi = len(managed())
+    cp = s.xenapi.VM.checkpoint(vm, "c1")
+    r = s.xenapi.VM.get_record(cp)
+    assert r["is_a_snapshot"] and r["snapshot_of"] == vm and r["power_state"] == "Suspended"
+    assert r["snapshot_info"] == {"power-state-at-snapshot": "Running",
+                                  "disk-snapshot-type": "crash_consistent"}
+    sv = r["suspend_VDI"]
+    assert s.xenapi.VDI.get_type(sv) == "suspend"
+    assert r["domid"] == "-1" and r["resident_on"] == "OpaqueRef:NULL"
+    assert "checkpoint" not in r["current_operations"].values()
+    # the VM runs again: a new domain from the image; its own image is gone
+    v = s.xenapi.VM.get_record(vm)
+    assert v["power_state"] == "Running" and int(v["domid"]) != d1
+    assert v["suspend_VDI"] == "OpaqueRef:NULL" and v["parent"] == cp
+    assert v["current_operations"] == {}
+    # the snapshot's disk and suspend image are new VDIs (VHD snapshots
+    # leave unmanaged "base copy" parents, as SM's)
+    assert len(managed()) == nvdi + 2
+    disk = [b for b in r["VBDs"] if s.xenapi.VBD.get_type(b) == "Disk"][0]
+    assert s.xenapi.VDI.get_is_a_snapshot(s.xenapi.VBD.get_VDI(disk))
+    # revert while Running: hard shutdown first, then the VM is Suspended
+    # with a copy of the image (as the original), and resumes from it
+    s.xenapi.VM.revert(cp)
+    v = s.xenapi.VM.get_record(vm)
+    assert v["power_state"] == "Suspended" and v["domid"] == "-1"
+    assert v["suspend_VDI"] not in ("OpaqueRef:NULL", sv)
+    assert s.xenapi.VDI.get_type(v["suspend_VDI"]) == "suspend"
+    s.xenapi.VM.resume(vm, False, False)
+    assert s.xenapi.VM.get_power_state(vm) == "Running"
+    assert s.xenapi.VM.get_suspend_VDI(vm) == "OpaqueRef:NULL"
+    wait_for(lambda: s.xenapi.VM.get_guest_metrics(vm) != "OpaqueRef:NULL")
+    # a plain snapshot of the running VM: the revert ends Halted
+    sn = s.xenapi.VM.snapshot(vm, "s1")
+    s.xenapi.VM.revert(sn)
+    assert s.xenapi.VM.get_power_state(vm) == "Halted"
+    assert s.xenapi.VM.get_current_operations(vm) == {}
+    for x in (cp, sn):
+        vdis = [s.xenapi.VBD.get_VDI(b) for b in s.xenapi.VM.get_VBDs(x)
+                if s.xenapi.VBD.get_type(b) == "Disk"]
+        vdis += [v for v in [s.xenapi.VM.get_suspend_VDI(x)] if v != "OpaqueRef:NULL"]
+        s.xenapi.VM.destroy(x)
+        for v in vdis:
+            s.xenapi.VDI.destroy(v)
+
+
+def test_checkpoint_paused_and_suspended(s):
+    vm = new_vm(s, "ckpt2")
+    s.xenapi.VM.start(vm, True, False)
+    d = s.xenapi.VM.get_domid(vm)
+    cp = s.xenapi.VM.checkpoint(vm, "p")  # Paused: the disks only
+    assert s.xenapi.VM.get_power_state(cp) == "Halted"
+    assert s.xenapi.VM.get_suspend_VDI(cp) == "OpaqueRef:NULL"
+    assert s.xenapi.VM.get_power_state(vm) == "Paused" and s.xenapi.VM.get_domid(vm) == d
+    s.xenapi.VM.unpause(vm)
+    s.xenapi.VM.suspend(vm)
+    cs = s.xenapi.VM.checkpoint(vm, "s")  # Suspended: the image is snapshotted too
+    assert s.xenapi.VM.get_power_state(cs) == "Suspended"
+    assert s.xenapi.VM.get_suspend_VDI(cs) not in ("OpaqueRef:NULL", s.xenapi.VM.get_suspend_VDI(vm))
+    assert s.xenapi.VM.get_power_state(vm) == "Suspended"
+    s.xenapi.VM.resume(vm, False, False)
+    assert s.xenapi.VM.get_power_state(vm) == "Running"
+    s.xenapi.VM.hard_shutdown(vm)
