@@ -3,7 +3,7 @@
 BUILD ?= build
 STATE ?= $(CURDIR)/state
 
-.PHONY: all deps build run test unit integration fuzz asan bench bench-xs bench-storage clean
+.PHONY: all deps build run test unit integration fuzz asan bench bench-xs bench-storage bench-vm clean
 
 all: build
 
@@ -28,6 +28,13 @@ bench-xs: build
 
 bench-storage: build
 	@BUILD=$(BUILD) bench/storage/run.sh
+
+# The VM figures of issue 6 (bench/vm/README.md), on its own release build.
+BENCHVM_BUILD ?= build-benchvm
+bench-vm: deps
+	@[ -f $(BENCHVM_BUILD)/build.ninja ] || meson setup $(BENCHVM_BUILD) --buildtype=release >/dev/null
+	@ninja -C $(BENCHVM_BUILD)
+	@/usr/bin/python3 bench/vm/bench.py --xapi $${XAPI_BIN:-$(BENCHVM_BUILD)/src/xapi/xapi}
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
