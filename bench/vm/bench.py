@@ -123,12 +123,15 @@ class Xapi:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for pid in side + [self.xenstored(), self.simguest()]:
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except OSError:
-                    pass
+        side = [p for p in set(side + [self.xenstored(), self.simguest()]) if p]
+        for pid in side:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        deadline = time.time() + 10     # let them go before the directory is removed
+        while time.time() < deadline and any(os.path.exists("/proc/%d" % p) for p in side):
+            time.sleep(0.05)
         self.log.close()
 
 
