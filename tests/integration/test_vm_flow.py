@@ -221,7 +221,8 @@ def test_template_to_uninstall(s):
     assert rec2["power_state"] == "Running" and rec2["domid"] == d1
     assert rec2["current_operations"] == {}
 
-    # -- revert: docs/vm.md — only of a Halted VM here, so shut down first
+    # -- revert: a user shuts the VM down cleanly first (a running VM would be
+    # hard shut down by the revert: test_revert_while_running)
     s.xenapi.VM.clean_shutdown(vm)
     check_halted(s, vm)
     s.xenapi.VM.revert(snap)
@@ -295,3 +296,21 @@ def test_allowed_operations_follow_guest_features(s):
     finally:
         s.xenapi.VM.hard_shutdown(vm)
         uninstall(s, vm)
+
+
+def test_revert_while_running(s):
+    """VM.revert of a Running VM hard-shuts it down first (the original's
+    xapi_vm_snapshot.ml; how XO's revertVm calls it)."""
+    vm, _, _, _ = install(s, "flow-revert-running")
+    try:
+        s.xenapi.VM.start(vm, False, False)
+        snap = s.xenapi.VM.snapshot(vm, "flow-revert-running-snap")
+        s.xenapi.VM.revert(snap)
+        r = s.xenapi.VM.get_record(vm)
+        assert r["power_state"] == "Halted" and r["parent"] == snap
+        assert r["current_operations"] == {}
+    finally:
+        if s.xenapi.VM.get_power_state(vm) != "Halted":
+            s.xenapi.VM.hard_shutdown(vm)
+        for v in [x for x in s.xenapi.VM.get_snapshots(vm)] + [vm]:
+            uninstall(s, v)

@@ -467,7 +467,7 @@ def test_vm_flow(node, server, other, transport):
     the provisioning XML with the default SR's uuid, VM.provision, VIF_create),
     startVm (callAsync VM.start) with the cache followed until the VM is
     Running with guest metrics (os_version, the NIC's address), VBDs/VIFs
-    attached, VM_metrics; VM_snapshot; clean shutdown; revertVm (callAsync
+    attached, VM_metrics; VM_snapshot; revertVm of the running VM (callAsync
     VM.revert, then a start as the snapshot was of a Running VM); clean
     shutdown; VM_destroy (the VM, its snapshots, its disks)."""
     f = vm_flow(node, server, other, transport)
