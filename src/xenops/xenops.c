@@ -171,8 +171,18 @@ static void xw(const char *path, const char *fmt, ...)
 	xs_write(X.xs, XBT_NULL, path, v, (unsigned)(n < (int)sizeof(v) ? n : (int)sizeof(v) - 1));
 }
 
-/* Run fill() in a transaction, retrying on EAGAIN. */
-static int in_tx(void (*fill)(struct tx *t, void *arg), void *arg)
+/* Run fill() in a transaction, retrying on EAGAIN.  The domain manager's
+ * transactions are serialised by tx_lock, held across the whole retry loop:
+ * they create and remove children of the same parents (/local/domain, /vm,
+ * /libxl, /local/domain/0/backend/<kind>), and xenstored fails all but the
+ * first of concurrent transactions that change a parent's child list
+ * (EAGAIN), so parallel builds redid their work O(k^2) times.  xapi is the
+ * only writer of those parents; the one libxenstore connection serialises
+ * the requests anyway, so the lock costs no concurrency.  (The guests'
+ * transactions, on their own connections, may still conflict: retried.) */
+static pthread_mutex_t tx_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int in_tx_locked(void (*fill)(struct tx *t, void *arg), void *arg)
 {
 	for (int tries = 0; tries < 100; tries++) {
 		struct tx t = { xs_transaction_start(X.xs), false };
@@ -190,6 +200,14 @@ static int in_tx(void (*fill)(struct tx *t, void *arg), void *arg)
 			return -errno;
 	}
 	return -EAGAIN;
+}
+
+static int in_tx(void (*fill)(struct tx *t, void *arg), void *arg)
+{
+	pthread_mutex_lock(&tx_lock);
+	int r = in_tx_locked(fill, arg);
+	pthread_mutex_unlock(&tx_lock);
+	return r;
 }
 
 /* Keys written under dir in one transaction: kv is n strings, key, value,
