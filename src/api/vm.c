@@ -1774,12 +1774,9 @@ static void vm_set_is_a_template(struct api_ctx *c)
 		return;
 	db_rdlock();
 	const struct db_row *r = db_get(K.vm, vm);
-	bool snap = fb(r, K.vm, "is_a_snapshot"), cur = fb(r, K.vm, "is_a_template");
+	bool cur = fb(r, K.vm, "is_a_template");
 	db_unlock();
-	if (!v && snap) {
-		api_fail(c, "VM_IS_SNAPSHOT", 2, vm, "make_into_template");
-		return;
-	}
+	/* false is allowed on a snapshot too: only true is an operation */
 	if (v == cur) {
 		enc_void(c->out);
 		return;
@@ -1794,8 +1791,15 @@ static void vm_set_is_a_template(struct api_ctx *c)
 		});
 		return;
 	}
+	/* as the original: clearing the flag is the VM's "install time" */
 	struct db_txn *t = db_txn_new();
 	db_txn_set(t, K.vm, vm, api_field(K.vm, "is_a_template"), val_bool_h(false));
+	db_rdlock();
+	r = db_get(K.vm, vm);
+	const char *m = r ? fs(r, K.vm, "metrics") : "";
+	if (db_get(K.vmm, m))
+		db_txn_set(t, K.vmm, m, api_field(K.vmm, "install_time"), val_datetime_h(util_now()));
+	db_unlock();
 	if (api_commit(c, t) == 0) {
 		vm_update_allowed(vm);
 		enc_void(c->out);

@@ -1285,6 +1285,10 @@ static void guest_update(const char *vm, uint32_t domid)
 	}
 	db_unlock();
 	commit_log(t, "guest metrics", vm);
+	/* the guest's features decide clean_shutdown, clean_reboot, suspend
+	 * (the original's guest agent update recomputes them too) */
+	if (changed)
+		vm_update_allowed(vm);
 }
 
 /* Operations during which the operation itself handles the domain's end. */

@@ -267,15 +267,6 @@ def test_template_to_uninstall(s):
     assert "disks" in t2["other_config"] and 'sr=""' in t2["other_config"]["disks"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cxapi bug: VM.allowed_operations is not recomputed when the guest agent's "
-    "data arrive (vm_power.c guest_update commits VM_guest_metrics without "
-    "vm_update_allowed), so a started HVM VM whose guest reports "
-    "feature-shutdown/feature-suspend keeps allowed_operations without "
-    "clean_shutdown, clean_reboot, suspend until some other operation "
-    "recomputes them; the original's xapi_guest_agent.ml calls "
-    "Xapi_vm_lifecycle.update_allowed_operations when the PV drivers / "
-    "feature-* data change"))
 def test_allowed_operations_follow_guest_features(s):
     vm, _, _, _ = install(s, "flow-features")
     try:

@@ -474,14 +474,6 @@ def test_vm_flow(node, server, other, transport):
     assert f["ip"].startswith("10.0."), f
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cxapi bug: VM.set_is_a_template(snapshot, false) answers VM_IS_SNAPSHOT "
-    "[snapshot, make_into_template]; the original (message_forwarding / "
-    "xapi_vm_helpers set_is_a_template) only guards true with make_into_template "
-    "and lets false through on snapshots.  xo-server's VM_snapshot sets it false "
-    "right after every VM.snapshot (ignoring only LICENSE_RESTRICTION), so XO's "
-    "snapshots fail, and its VM_destroy (set_is_a_template false first) cannot "
-    "destroy snapshots: they and their disks are left behind"))
 def test_vm_flow_snapshot_as_xo_does_it(node, server, other):
     f = vm_flow(node, server, other, "json-rpc")
     assert f["quirks"]["snapshot_set_is_a_template"] is None, f["quirks"]
