@@ -333,6 +333,8 @@ static void metrics_after(const char *vm, const char *state, const struct spec *
 	commit_log(t, "metrics", vm);
 }
 
+static void guest_update(const char *vm, uint32_t domid);
+
 /* Build and start the domain of vm; the VM becomes Running (Paused). */
 static int domain_start(const char *vm, bool paused, struct xerr *e)
 {
@@ -350,6 +352,9 @@ static int domain_start(const char *vm, bool paused, struct xerr *e)
 			rc = -1;
 		} else {
 			metrics_after(vm, st, &s, true);
+			/* a report the agent made before the VM row had its
+			 * domid was ignored by ev_handle: read it now */
+			guest_update(vm, domid);
 		}
 	}
 	spec_free(&s);
@@ -757,6 +762,7 @@ static void resume_do(struct api_ctx *c, const char *vm, bool paused)
 		const char *st = paused ? "Paused" : "Running";
 		if (vm_set_power_state(vm, st, NULL, domid, &c->err) == 0) {
 			metrics_after(vm, st, &s, true);
+			guest_update(vm, domid); /* as after a start */
 			struct xerr e2 = {0};
 			if (drop_suspend_vdi(vm, c->task, &e2) < 0)
 				log_warn("VM %s resumed; its suspend VDI %s: %s", vm, vdi, e2.code);
@@ -1376,10 +1382,13 @@ static void ev_handle(const struct ev *q)
 		domain_down(vm, q->domid, info.reason);
 }
 
-/* The guest agent writes some keys (its NICs' addresses) after
- * data/updated: like xenopsd, read the agent's data of every running VM
- * every few seconds too (only changes are written). */
-#define GUEST_POLL_S 2
+/* The agent's data/updated watch drives guest metrics (ev_handle), and a
+ * report that raced a start is read once the start has committed.  As a
+ * backstop (e.g. a watch event lost across a restart), the data of every
+ * running VM is also read now and then (only changes are written).  Not
+ * often: at 1,000 VMs a 2 s poll cost xapi 18 % of a CPU and slowed every
+ * call (docs/performance.md). */
+#define GUEST_POLL_S 30
 
 static void guest_poll(void)
 {
