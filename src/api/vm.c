@@ -1411,39 +1411,50 @@ static void vbd_create(struct api_ctx *c)
 		enc_cstr(c->out, ref);
 }
 
-static void vbd_destroy(struct api_ctx *c)
+/* VBD.destroy and VIF.destroy: refused while attached to a live VM (a VBD:
+ * any VM that is not Halted; a VIF: a Running one, as the original), else
+ * the row and its metrics go. */
+static void dev_destroy(struct api_ctx *c, int cls, int mcls, const char *name, bool vbd)
 {
 	k();
 	const char *ref = api_str(c, 1);
 	db_rdlock();
-	const struct db_row *b = db_get(K.vbd, ref);
+	const struct db_row *d = db_get(cls, ref);
 	char vm[DB_REF_MAX] = "", m[DB_REF_MAX] = "";
-	bool running = false, attached = false;
-	if (b) {
-		snprintf(vm, sizeof(vm), "%s", fs(b, K.vbd, "VM"));
-		snprintf(m, sizeof(m), "%s", fs(b, K.vbd, "metrics"));
-		const struct db_row *vr = db_get(K.vm, vm);
-		running = vr && strcmp(fs(vr, K.vm, "power_state"), "Halted") != 0;
-		attached = fb(b, K.vbd, "currently_attached");
+	bool live = false;
+	if (d) {
+		snprintf(vm, sizeof(vm), "%s", fs(d, cls, "VM"));
+		snprintf(m, sizeof(m), "%s", fs(d, cls, "metrics"));
+		const char *ps = fs(db_get(K.vm, vm), K.vm, "power_state");
+		live = fb(d, cls, "currently_attached") &&
+		       (vbd ? strcmp(ps, "Halted") != 0 : strcmp(ps, "Running") == 0);
 	}
-	bool has_m = b && db_get(K.vbdm, m);
+	bool has_m = d && db_get(mcls, m);
 	db_unlock();
-	if (!b) {
-		api_fail(c, "HANDLE_INVALID", 2, "VBD", ref);
+	if (!d) {
+		api_fail(c, "HANDLE_INVALID", 2, name, ref);
 		return;
 	}
-	if (running && attached) {
-		api_fail(c, "OPERATION_NOT_ALLOWED", 1, "VBD currently attached to a running VM");
+	if (live) {
+		api_fail(c, "OPERATION_NOT_ALLOWED", 1,
+			 vbd ? "VBD currently attached to a running VM"
+			     : "VIF currently attached to a running VM");
 		return;
 	}
 	struct db_txn *t = db_txn_new();
 	if (has_m)
-		db_txn_delete(t, K.vbdm, m);
-	db_txn_delete(t, K.vbd, ref);
+		db_txn_delete(t, mcls, m);
+	db_txn_delete(t, cls, ref);
 	if (api_commit(c, t) == 0) {
 		vm_update_allowed(vm);
 		enc_void(c->out);
 	}
+}
+
+static void vbd_destroy(struct api_ctx *c)
+{
+	k();
+	dev_destroy(c, K.vbd, K.vbdm, "VBD", true);
 }
 
 /* ---- VIF ---- */
@@ -1574,35 +1585,7 @@ static void vif_create(struct api_ctx *c)
 static void vif_destroy(struct api_ctx *c)
 {
 	k();
-	const char *ref = api_str(c, 1);
-	db_rdlock();
-	const struct db_row *f = db_get(K.vif, ref);
-	char vm[DB_REF_MAX] = "", m[DB_REF_MAX] = "";
-	bool running = false;
-	if (f) {
-		snprintf(vm, sizeof(vm), "%s", fs(f, K.vif, "VM"));
-		snprintf(m, sizeof(m), "%s", fs(f, K.vif, "metrics"));
-		running = strcmp(fs(db_get(K.vm, vm), K.vm, "power_state"), "Running") == 0 &&
-			  fb(f, K.vif, "currently_attached");
-	}
-	bool has_m = f && db_get(K.vifm, m);
-	db_unlock();
-	if (!f) {
-		api_fail(c, "HANDLE_INVALID", 2, "VIF", ref);
-		return;
-	}
-	if (running) {
-		api_fail(c, "OPERATION_NOT_ALLOWED", 1, "VIF currently attached to a running VM");
-		return;
-	}
-	struct db_txn *t = db_txn_new();
-	if (has_m)
-		db_txn_delete(t, K.vifm, m);
-	db_txn_delete(t, K.vif, ref);
-	if (api_commit(c, t) == 0) {
-		vm_update_allowed(vm);
-		enc_void(c->out);
-	}
+	dev_destroy(c, K.vif, K.vifm, "VIF", false);
 }
 
 /* ---- setters ---- */
