@@ -151,6 +151,15 @@ static void mkp(struct tx *t, const char *path, const struct xs_permissions *p, 
 		t->bad = true;
 }
 
+/* Create a node whose permissions are its parent's (libxl sets them
+ * explicitly; xenstored gives a node dom0 creates its parent's, so the
+ * set_perms would change nothing: one request saved). */
+static void mk(struct tx *t, const char *path)
+{
+	if (!xs_write(X.xs, t->t, path, "", 0))
+		t->bad = true;
+}
+
 static void setp(struct tx *t, const char *path, const struct xs_permissions *p, unsigned n)
 {
 	if (!xs_set_permissions(X.xs, t->t, path, (struct xs_permissions *)p, n))
@@ -459,14 +468,13 @@ static void console_fill(struct tx *t, void *arg)
 	struct devadd *a = arg;
 	struct devp *d = &a->p;
 	uint32_t dom = a->domid;
-	struct xs_permissions ro[2] = { { 0, XS_PERM_NONE }, { dom, XS_PERM_READ } };
 	struct xs_permissions be_id[2] = { { dom, XS_PERM_NONE }, { 0, XS_PERM_READ } };
 	struct xs_permissions beperm[2] = { { 0, XS_PERM_NONE }, { dom, XS_PERM_READ } };
 	char p[320];
 	PATHF(p, "%s/frontend", d->lx); wr(t, p, "%s", d->fe);
 	PATHF(p, "%s/backend", d->lx); wr(t, p, "%s", d->be);
 	xs_rm(X.xs, t->t, d->fe);
-	mkp(t, d->fe, ro, 2);
+	mk(t, d->fe); /* /local/domain/<dom>'s: ro */
 	PATHF(p, "%s/backend", d->fe); wr(t, p, "%s", d->be);
 	PATHF(p, "%s/backend-id", d->fe); wr(t, p, "0"); setp(t, p, be_id, 2);
 	PATHF(p, "%s/limit", d->fe); wr(t, p, "1048576");
@@ -759,17 +767,17 @@ static void domain_make(struct tx *t, void *arg)
 	mkp(t, vmp, ro, 2);
 	xs_rm(X.xs, t->t, lx);
 	mkp(t, lx, no, 1);
-	PATHF(p, "%s/device", lx); mkp(t, p, no, 1);
+	PATHF(p, "%s/device", lx); mk(t, p); /* lx's: no */
 	PATHF(p, "%s/vm", dom); wr(t, p, "%s", vmp);
 	PATHF(p, "%s/name", dom); wr(t, p, "%s", vm->name);
 	PATHF(p, "%s/name", vmp); wr(t, p, "%s", vm->name);
 	static const char *const ro_dirs[] = { "cpu", "memory", "device" };
 	for (unsigned i = 0; i < 3; i++) {
 		PATHF(p, "%s/%s", dom, ro_dirs[i]);
-		mkp(t, p, ro, 2);
+		mk(t, p); /* dom's: ro */
 	}
 	PATHF(p, "%s/device/suspend/event-channel", dom); mkp(t, p, rw, 1);
-	PATHF(p, "%s/control", dom); mkp(t, p, ro, 2);
+	PATHF(p, "%s/control", dom); mk(t, p); /* dom's: ro */
 	static const char *const rw_dirs[] = {
 		"control/shutdown", "control/feature-poweroff", "control/feature-reboot",
 		"control/feature-suspend", "control/sysrq", "data", "drivers", "feature", "attr",
