@@ -3,7 +3,7 @@
 BUILD ?= build
 STATE ?= $(CURDIR)/state
 
-.PHONY: all deps build run test unit integration fuzz asan bench bench-xs bench-storage bench-vm clean
+.PHONY: all deps build run stop-host test unit integration fuzz asan bench bench-xs bench-storage bench-vm clean
 
 all: build
 
@@ -16,6 +16,12 @@ build: deps
 
 run: build
 	@STATE=$(STATE) BUILD=$(BUILD) scripts/run.sh
+
+# The simulated host's xenstored and guests outlive xapi (running VMs survive
+# a restart, as on a real host); this stops them.
+stop-host:
+	@for f in $(STATE)/sim/xs/xenstored.pid $(STATE)/sim/simguest.pid; do \
+		[ -s $$f ] && kill $$(cat $$f) 2>/dev/null; true; done
 
 test: build
 	@BUILD=$(BUILD) scripts/test.sh
