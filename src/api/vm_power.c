@@ -1383,12 +1383,11 @@ static void ev_handle(const struct ev *q)
 }
 
 /* The agent's data/updated watch drives guest metrics (ev_handle), and a
- * report that raced a start is read once the start has committed.  As a
- * backstop (e.g. a watch event lost across a restart), the data of every
- * running VM is also read now and then (only changes are written).  Not
- * often: at 1,000 VMs a 2 s poll cost xapi 18 % of a CPU and slowed every
- * call (docs/performance.md). */
-#define GUEST_POLL_S 30
+ * report that raced a start is read once the start has committed.  What
+ * the agents wrote while xapi was away is read once, when the event thread
+ * starts (only changes are written).  There is no periodic poll: at 1,000
+ * VMs a 2 s poll cost xapi 18 % of a CPU and slowed every call
+ * (docs/performance.md). */
 
 static void guest_poll(void)
 {
@@ -1416,22 +1415,13 @@ static void guest_poll(void)
 
 static void *ev_main(void *arg)
 {
+	guest_poll(); /* what the agents wrote while xapi was away */
 	pthread_mutex_lock(&Q.lock);
 	for (;;) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += GUEST_POLL_S;
 		while (!Q.head && !Q.stop)
-			if (pthread_cond_timedwait(&Q.cond, &Q.lock, &until) == ETIMEDOUT)
-				break;
+			pthread_cond_wait(&Q.cond, &Q.lock);
 		if (Q.stop)
 			break;
-		if (!Q.head) {
-			pthread_mutex_unlock(&Q.lock);
-			guest_poll();
-			pthread_mutex_lock(&Q.lock);
-			continue;
-		}
 		struct ev *e = Q.head;
 		Q.head = e->next;
 		if (!Q.head)
