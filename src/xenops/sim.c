@@ -26,7 +26,8 @@
 static struct {
 	pthread_mutex_t lock;
 	int fd;
-	struct buf in;      /* received, not yet consumed */
+	struct buf in;      /* received; consumed up to in_off */
+	size_t in_off;
 } sim = { PTHREAD_MUTEX_INITIALIZER, -1, { 0 } };
 
 #define IMAGE_MAGIC "CXAPI-SIM-SUSPEND 1\n"
@@ -108,16 +109,26 @@ int hv_connect_unix(const char *path, int wait_ms)
 static int read_line(char *line, size_t n)
 {
 	for (;;) {
-		char *nl = sim.in.len ? memchr(sim.in.p, '\n', sim.in.len) : NULL;
+		char *start = sim.in.p + sim.in_off;
+		size_t avail = sim.in.len - sim.in_off;
+		char *nl = avail ? memchr(start, '\n', avail) : NULL;
 		if (nl) {
-			size_t l = (size_t)(nl - sim.in.p);
+			/* consumed by moving an offset: a LIST of 1,000 domains
+			 * once moved the rest of the buffer for every line */
+			size_t l = (size_t)(nl - start);
 			if (l >= n)
 				return -EPROTO;
-			memcpy(line, sim.in.p, l);
+			memcpy(line, start, l);
 			line[l] = 0;
-			memmove(sim.in.p, nl + 1, sim.in.len - l - 1);
-			sim.in.len -= l + 1;
+			sim.in_off += l + 1;
+			if (sim.in_off == sim.in.len)
+				sim.in.len = sim.in_off = 0;
 			return 0;
+		}
+		if (sim.in_off) { /* keep what is left at the front */
+			memmove(sim.in.p, start, avail);
+			sim.in.len = avail;
+			sim.in_off = 0;
 		}
 		char tmp[4096];
 		ssize_t r = recv(sim.fd, tmp, sizeof(tmp), 0);
@@ -244,7 +255,7 @@ static int sim_open(const struct xenops_settings *s, const char **why)
 	if (sim.fd >= 0)
 		close(sim.fd);
 	sim.fd = fd;
-	sim.in.len = 0;
+	sim.in.len = sim.in_off = 0;
 	pthread_mutex_unlock(&sim.lock);
 	int r = call(NULL, 0, "CONFIG %" PRIu64 " %" PRIu64 " %d %d %s", s->host_memory / 1024,
 		     s->dom0_memory / 1024, s->sim_boot_ms, s->sim_shutdown_ms,
