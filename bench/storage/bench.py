@@ -31,30 +31,13 @@ from os_xenapi.client import XenAPI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+from benchlib import cpu_s, free_port, loadavg, stop_xapi  # noqa: E402
 PW = "bench-storage-pw"
 MIB = 1 << 20
 GIB = 1 << 30
 MB = 1e6
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def cpu_s(pid):
-    """utime+stime of a process, seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def uptime_load():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 class Xapi:
@@ -80,13 +63,7 @@ class Xapi:
         self.url = "http://127.0.0.1:%d" % self.port
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_xapi(self.proc, self.state)
         self.log.close()
 
 
@@ -542,7 +519,7 @@ def main():
     work = tempfile.mkdtemp(prefix="cxapi-storage-bench.", dir=a.dir)
     state = os.path.join(work, "state")
     os.mkdir(state)
-    load0 = uptime_load()
+    load0 = loadavg()
     x = Xapi(a.xapi, state)
     b = None
     try:
@@ -561,7 +538,7 @@ def main():
                           text=True).stdout.strip() or "?"
     print("xapi: %s (tree at %s); state under %s; %s; load average before %s, after %s; %d CPUs\n"
           % (os.path.relpath(os.path.realpath(a.xapi), ROOT), head, a.dir,
-             time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load0, uptime_load(), os.cpu_count()))
+             time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load0, loadavg(), os.cpu_count()))
     print("| figure | median | target | verdict |")
     print("|---|---|---|---|")
     for r in b.rows:

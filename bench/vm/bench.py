@@ -31,37 +31,12 @@ from os_xenapi.client import XenAPI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+from benchlib import cpu_s, free_port, loadavg, rss_mb, sim_host_pids, stop_xapi  # noqa: E402
 PW = "bench-vm-pw"
 MIB = 1 << 20
 VM_MIB = 32          # memory_static_max of each VM (dynamic min = max)
 DOM0_MIB = 4096
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_mb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    return float("nan")
-
-
-def cpu_s(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def med(xs):
@@ -97,41 +72,14 @@ class Xapi:
                 time.sleep(0.02)
         self.url = "http://127.0.0.1:%d" % self.port
 
-    def side_pid(self, rel, comm):
-        try:
-            with open(os.path.join(self.state, rel)) as f:
-                pid = int(f.read().split()[0])
-            with open("/proc/%d/comm" % pid) as f:
-                if f.read().strip() != comm[:15]:
-                    return None
-            return pid
-        except (OSError, ValueError, IndexError):
-            return None
-
     def xenstored(self):
-        return self.side_pid("sim/xs/xenstored.pid", "xenstored")
+        return sim_host_pids(self.state)[0]
 
     def simguest(self):
-        return self.side_pid("sim/simguest.pid", "cxapi-simguest")
+        return sim_host_pids(self.state)[1]
 
     def stop(self):
-        side = [self.xenstored(), self.simguest()]
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        side = [p for p in set(side + [self.xenstored(), self.simguest()]) if p]
-        for pid in side:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        deadline = time.time() + 10     # let them go before the directory is removed
-        while time.time() < deadline and any(os.path.exists("/proc/%d" % p) for p in side):
-            time.sleep(0.05)
+        stop_xapi(self.proc, self.state)
         self.log.close()
 
 
