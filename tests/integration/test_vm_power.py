@@ -3,8 +3,6 @@ Debian's Python XenAPI module against the real daemon with the sim backend:
 start, shutdown, reboot, pause, suspend/resume, devices while running, CDs,
 what guests do by themselves (actions_after_*), guest metrics, errors, and
 kill -9 of xapi with running VMs."""
-import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -67,20 +65,8 @@ def devices(s, vm):
 
 
 @pytest.fixture(scope="module")
-def host():
-    d = tempfile.mkdtemp(prefix="cxapi-power-")
-    x = Xapi(d, ["--sim-boot-ms", "50", "--sim-shutdown-ms", "20"])
-    yield x
-    x.stop()
-    x.stop_host()
-    subprocess.run(["rm", "-rf", d])
-
-
-@pytest.fixture(scope="module")
-def s(host, XenAPI):
-    sess = XenAPI.Session(host.url)
-    sess.login_with_password("root", PASSWORD)
-    yield sess
+def s(sim_session):
+    return sim_session
 
 
 def test_start_and_clean_shutdown(s):
@@ -274,7 +260,7 @@ def test_other_operation_in_progress(s):
     s.xenapi.VM.hard_shutdown(vm)
 
 
-def test_guest_shuts_itself_down_ignored_request(host, XenAPI):
+def test_guest_shuts_itself_down_ignored_request(XenAPI):
     """ignore-shutdown fault: clean shutdown times out (VM_SHUTDOWN_TIMEOUT),
     VM.shutdown falls back to hard; OTHER_OPERATION_IN_PROGRESS meanwhile;
     the task of a clean shutdown is cancellable."""
