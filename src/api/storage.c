@@ -715,6 +715,19 @@ static struct val *vdi_allowed(const struct db_row *r, const struct val *cur)
 	return o;
 }
 
+/* Add to t a VDI's allowed_operations if they change.  Read lock held. */
+static void vdi_allowed_locked(struct db_txn *t, const char *vdi)
+{
+	struct db_row *v = db_get(F.vdi, vdi);
+	if (!v)
+		return;
+	struct val *va = vdi_allowed(v, col(v, F.vdi_current));
+	if (col(v, F.vdi_allowed) && val_equal(va, col(v, F.vdi_allowed)))
+		val_free(va);
+	else
+		db_txn_set(t, F.vdi, v->ref, F.vdi_allowed, va);
+}
+
 /* Add to t the allowed_operations of the SR and of each of its VDIs whose
  * value changes.  Read lock held. */
 static void refresh_allowed_locked(struct db_txn *t, const char *sr_ref)
@@ -728,31 +741,38 @@ static void refresh_allowed_locked(struct db_txn *t, const char *sr_ref)
 	else
 		db_txn_set(t, F.sr, sr_ref, F.sr_allowed, a);
 	const struct val *vdis = col(sr, F.sr_vdis);
-	for (uint32_t i = 0; i < count(vdis); i++) {
-		struct db_row *v = db_get(F.vdi, vdis->u.items[i]->u.s);
-		if (!v)
-			continue;
-		struct val *va = vdi_allowed(v, col(v, F.vdi_current));
-		if (col(v, F.vdi_allowed) && val_equal(va, col(v, F.vdi_allowed)))
-			val_free(va);
-		else
-			db_txn_set(t, F.vdi, v->ref, F.vdi_allowed, va);
-	}
+	for (uint32_t i = 0; i < count(vdis); i++)
+		vdi_allowed_locked(t, vdis->u.items[i]->u.s);
 }
 
-/* Recompute allowed_operations of an SR and its VDIs (one commit). */
-static void refresh_allowed(const char *sr_ref)
+/* Recompute allowed_operations of an SR and its VDIs, or (sr_ref NULL) of
+ * the VDIs in vdis (one commit). */
+static void refresh_allowed_of(const char *sr_ref, const char *const *vdis, int n)
 {
 	ops_lock();
 	struct db_txn *t = db_txn_new();
 	db_rdlock();
-	refresh_allowed_locked(t, sr_ref);
+	if (sr_ref)
+		refresh_allowed_locked(t, sr_ref);
+	for (int i = 0; i < n; i++)
+		vdi_allowed_locked(t, vdis[i]);
 	db_unlock();
 	struct xerr e = {0};
 	if (db_txn_commit(t, &e) < 0 && strcmp(e.code, "HANDLE_INVALID") != 0)
-		log_warn("allowed_operations of SR %s: %s", sr_ref, e.code);
+		log_warn("allowed_operations of SR %s: %s", sr_ref ? sr_ref : "(VDIs)", e.code);
 	xerr_clear(&e);
 	ops_unlock();
+}
+
+static void refresh_allowed(const char *sr_ref)
+{
+	refresh_allowed_of(sr_ref, NULL, 0);
+}
+
+void storage_vdis_refresh_allowed(const char *const *vdis, int n)
+{
+	fields();
+	refresh_allowed_of(NULL, vdis, n);
 }
 
 /* ---- marking operations ---- */

@@ -77,6 +77,10 @@ int storage_vdi_create_in_sr(const char *sr_ref, const char *name_label, uint64_
  * driver without files.  0 or -1 with err set. */
 int storage_vdi_path(const char *vdi_ref, char *path, size_t n, char fmt[8], struct xerr *err);
 
+/* Recompute the allowed_operations of these VDIs (one commit): after a
+ * change of what makes them in use, e.g. their VBDs attached or detached. */
+void storage_vdis_refresh_allowed(const char *const *vdis, int n);
+
 /* Destroy a VDI as VDI.destroy does (e.g. to clean up after a failed
  * import).  0 or -1 with err set. */
 int storage_vdi_destroy(const char *vdi_ref, const char *task, struct xerr *err);

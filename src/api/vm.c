@@ -686,6 +686,8 @@ static void commit_quiet(struct db_txn *t, const char *what, const char *ref)
 	xerr_clear(&e);
 }
 
+static void vm_refresh_vdis(const char *vm);
+
 void vm_update_allowed(const char *vm)
 {
 	k();
@@ -698,6 +700,7 @@ void vm_update_allowed(const char *vm)
 	db_unlock();
 	commit_quiet(t, "allowed_operations of VM", vm);
 	ops_unlock();
+	vm_refresh_vdis(vm);
 }
 
 struct vm_mark {
@@ -752,6 +755,7 @@ void vm_op_end(const char *vm, const char *key)
 	db_unlock();
 	commit_quiet(t, "current_operations of VM", vm);
 	ops_unlock();
+	vm_refresh_vdis(vm);
 }
 
 /* ---- VBD / VIF operations: marking ---- */
@@ -883,6 +887,34 @@ int vm_set_power_state(const char *vm, const char *state, const char *host, int6
 	int rc = db_txn_commit(t, err);
 	ops_unlock();
 	return rc;
+}
+
+/* Whether a VDI is in use follows its VBDs' attachment and operations:
+ * recompute the allowed_operations of the VDIs of vm's VBDs (at the end of
+ * every VM or device operation: vm_update_allowed, vm_op_end). */
+static void vm_refresh_vdis(const char *vm)
+{
+	k();
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, vm);
+	const struct val *vbds = r ? fv(r, K.vm, "VBDs") : NULL;
+	uint32_t nv = n_of(vbds);
+	char (*vdis)[DB_REF_MAX] = util_calloc(nv + 1, sizeof(*vdis));
+	const char **refs = util_calloc(nv + 1, sizeof(*refs));
+	int n = 0;
+	for (uint32_t i = 0; i < nv; i++) {
+		const struct db_row *b = db_get(K.vbd, vbds->u.items[i]->u.s);
+		if (b && !is_null(fs(b, K.vbd, "VDI"))) {
+			snprintf(vdis[n], DB_REF_MAX, "%s", fs(b, K.vbd, "VDI"));
+			refs[n] = vdis[n];
+			n++;
+		}
+	}
+	db_unlock();
+	if (n)
+		storage_vdis_refresh_allowed(refs, n);
+	free(refs);
+	free(vdis);
 }
 
 void vm_start(void)

@@ -445,3 +445,25 @@ def test_checkpoint_paused_and_suspended(s):
     s.xenapi.VM.resume(vm, False, False)
     assert s.xenapi.VM.get_power_state(vm) == "Running"
     s.xenapi.VM.hard_shutdown(vm)
+
+
+def test_vdi_allowed_operations_follow_attachment(s):
+    """A disk attached to a running VM is in use: VDI.destroy and resize
+    answer VDI_IN_USE, and its allowed_operations say so (as the original,
+    which recomputes them when VBDs attach and detach); after the shutdown
+    they are back."""
+    vm = new_vm(s, "in-use")
+    [vbd] = s.xenapi.VM.get_VBDs(vm)
+    vdi = s.xenapi.VBD.get_VDI(vbd)
+    before = s.xenapi.VDI.get_allowed_operations(vdi)
+    assert "destroy" in before and "resize" in before
+    s.xenapi.VM.start(vm, False, False)
+    ops = s.xenapi.VDI.get_allowed_operations(vdi)
+    assert "destroy" not in ops and "resize" not in ops, ops
+    assert fail(s.xenapi.VDI.destroy, vdi)[0] == "VDI_IN_USE"
+    s.xenapi.VBD.unplug(vbd)
+    assert "destroy" in s.xenapi.VDI.get_allowed_operations(vdi)
+    s.xenapi.VBD.plug(vbd)
+    assert "destroy" not in s.xenapi.VDI.get_allowed_operations(vdi)
+    s.xenapi.VM.hard_shutdown(vm)
+    assert sorted(s.xenapi.VDI.get_allowed_operations(vdi)) == sorted(before)
