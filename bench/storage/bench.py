@@ -47,7 +47,7 @@ class Xapi:
         self.log = open(os.path.join(state, "xapi.log"), "ab")
         self.proc = subprocess.Popen(
             [binary, "--config=", "--state-dir", state, "--bind", "127.0.0.1", "--http-port", str(self.port),
-             "--https-port", "0", "--unix-socket", "none", "--root-password", PW, "--log-level", "warn"],
+             "--https-port", "0", "--unix-socket", os.path.join(state, "xapi.sock"), "--root-password", PW, "--log-level", "warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
         while True:
@@ -61,6 +61,7 @@ class Xapi:
                     sys.exit("xapi did not start")
                 time.sleep(0.02)
         self.url = "http://127.0.0.1:%d" % self.port
+        self.unix = os.path.join(state, "xapi.sock")
 
     def stop(self):
         stop_xapi(self.proc, self.state)
@@ -118,27 +119,33 @@ class Bench:
     def url(self, vdi, fmt):
         return "%s/export_raw_vdi?session_id=%s&vdi=%s&format=%s" % (self.x.url, self.sid, vdi, fmt)
 
-    def curl_get(self, url, out="/dev/null"):
-        """GET with curl to out. Returns (seconds, bytes, curl CPU seconds)."""
+    def curl_get(self, url, out="/dev/null", unix=None):
+        """GET with curl to out, over the Unix socket unix if given.
+        Returns (seconds, bytes, curl CPU seconds)."""
         r0 = os.times()
-        p = subprocess.run(["curl", "-s", "-S", "-f", "-o", out, "-w", "%{http_code} %{size_download} %{time_total}",
-                            url], capture_output=True, text=True)
+        p = subprocess.run(["curl", "-s", "-S", "-f", "-o", out, "-w", "%{http_code} %{size_download} %{time_total}"]
+                           + (["--unix-socket", unix] if unix else []) + [url], capture_output=True, text=True)
         r1 = os.times()
         if p.returncode != 0:
             sys.exit("curl failed: %s %s" % (p.stdout, p.stderr))
         code, size, t = p.stdout.split()
         return float(t), int(size), (r1.children_user - r0.children_user) + (r1.children_system - r0.children_system)
 
-    def py_get(self, url, splice=False):
+    def py_get(self, url, splice=False, unix=None):
         """GET with a plain socket that reads the body into one 128 KiB buffer
         and drops it, as cat does with its 128 KiB reads; or, with splice,
         moves it to /dev/null through a pipe with splice(2), never copying
         it into user memory (what the server can send when the client costs
-        nothing).  Returns (seconds, bytes, client CPU seconds)."""
+        nothing).  Over the Unix socket unix if given.  Returns (seconds,
+        bytes, client CPU seconds)."""
         u = urllib.parse.urlsplit(url)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        s = socket.create_connection((u.hostname, u.port))
+        if unix:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(unix)
+        else:
+            s = socket.create_connection((u.hostname, u.port))
         s.sendall(("GET %s?%s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
                    % (u.path, u.query)).encode())
         buf = bytearray(128 << 10)
@@ -180,15 +187,20 @@ class Bench:
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         return t, got, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
-    def get(self, url, client):
+    def get(self, url, client, unix=None):
+        """client: py, curl or splice, each over TCP; unix-py, unix-curl or
+        unix-splice over the Unix socket unix."""
+        if not client.startswith("unix-"):
+            unix = None
+        client = client.split("-")[-1]
         if client == "curl":
-            return self.curl_get(url)
-        return self.py_get(url, client == "splice")
+            return self.curl_get(url, unix=unix)
+        return self.py_get(url, client == "splice", unix)
 
     def timed_export(self, vdi, fmt, expect=None, client="py"):
         """(seconds, bytes, xapi CPU seconds, client CPU seconds)"""
         c0 = cpu_s(self.x.proc.pid)
-        t, n, ccpu = self.get(self.url(vdi, fmt), client)
+        t, n, ccpu = self.get(self.url(vdi, fmt), client, self.x.unix)
         scpu = cpu_s(self.x.proc.pid) - c0
         if expect is not None and n != expect:
             sys.exit("export %s: %d bytes, expected %d" % (fmt, n, expect))
@@ -327,14 +339,15 @@ class Bench:
         # floor server sending that file, alternating, warm cache
         path = self.vdi_file(full)
         fsize = os.path.getsize(path)
-        floor = subprocess.Popen([sys.executable, os.path.join(HERE, "floor.py"), path], stdout=subprocess.PIPE,
-                                 text=True)
+        funix = os.path.join(self.work, "floor.sock")
+        floor = subprocess.Popen([sys.executable, os.path.join(HERE, "floor.py"), path, funix],
+                                 stdout=subprocess.PIPE, text=True)
         try:
             furl = "http://127.0.0.1:%s/" % floor.stdout.readline().strip()
             self.cat(path)
             self.cat(path)
             rr = max(r, 7)
-            clients = ("py", "curl", "splice")
+            clients = ("py", "curl", "splice", "unix-py", "unix-curl", "unix-splice")
             ct, x = [], {k: ([], [], []) for c in clients for k in (c, "floor-" + c)}
             for _ in range(rr):
                 ct.append(self.cat(path))
@@ -343,7 +356,7 @@ class Bench:
                     for lst, v in zip(x[client], (t, scpu, ccpu)):
                         lst.append(v)
                     c0 = cpu_s(floor.pid)
-                    t, n, ccpu = self.get(furl, client)
+                    t, n, ccpu = self.get(furl, client, funix)
                     if n != fsize:
                         sys.exit("floor server sent %d bytes" % n)
                     for lst, v in zip(x["floor-" + client], (t, cpu_s(floor.pid) - c0, ccpu)):
@@ -355,19 +368,20 @@ class Bench:
         cat_rate = fsize / cat_t / MB
         self.row("cat of the VDI's file (%s MiB) to /dev/null, warm cache, median of %d"
                  % (fmt_int(fsize / MIB), rr), "%.3f s = %s MB/s" % (cat_t, fmt_int(cat_rate)), "", None)
-        for k, label, n in (("py", "xapi, 128 KiB-buffer client (as cat's reads)", size),
-                            ("curl", "xapi, curl", size),
-                            ("splice", "xapi, splice client (no copy to user memory)", size),
-                            ("floor-py", "floor (do-nothing sendfile server), 128 KiB-buffer client", fsize),
-                            ("floor-curl", "floor (do-nothing sendfile server), curl", fsize),
-                            ("floor-splice", "floor (do-nothing sendfile server), splice client", fsize)):
-            t, scpu, ccpu = (statistics.median(v) for v in x[k])
-            rate = n / t / MB
-            xapi = k in ("py", "curl")
-            self.row("export, fully written 2 GiB VDI, format=raw, warm cache: %s, median of %d" % (label, rr),
-                     "%.3f s = %s MB/s = %.0f %% of cat (server CPU %.2f s, client CPU %.2f s)"
-                     % (t, fmt_int(rate), 100 * rate / cat_rate, scpu, ccpu),
-                     ">= 90 % of cat" if xapi else "", (rate >= 0.9 * cat_rate) if xapi else None)
+        names = {"py": "128 KiB-buffer client (as cat's reads)", "curl": "curl",
+                 "splice": "splice client (no copy to user memory)"}
+        for client in clients:
+            over = "Unix socket" if client.startswith("unix-") else "loopback TCP"
+            label = "%s, %s" % (over, names[client.split("-")[-1]])
+            for k, who, n in ((client, "xapi", size), ("floor-" + client, "floor (do-nothing sendfile server)", fsize)):
+                t, scpu, ccpu = (statistics.median(v) for v in x[k])
+                rate = n / t / MB
+                xapi = who == "xapi"
+                self.row("export, fully written 2 GiB VDI, format=raw, warm cache: %s, %s, median of %d"
+                         % (who, label, rr),
+                         "%.3f s = %s MB/s = %.0f %% of cat (server CPU %.2f s, client CPU %.2f s)"
+                         % (t, fmt_int(rate), 100 * rate / cat_rate, scpu, ccpu),
+                         ">= 90 % of cat" if xapi else "", (rate >= 0.9 * cat_rate) if xapi else None)
         # -- the same from a cold page cache, as an export of a disk that is
         # not in memory runs: before each read, the caches are dropped, so
         # cat and the export both read the file from the disk

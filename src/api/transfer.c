@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <openssl/evp.h>
 
 #include "api/api.h"
@@ -236,6 +237,25 @@ static int stream_write(void *ctx, const void *buf, size_t len)
 
 static const char zeros[VHD_BLOCK_SIZE];
 
+/* Ask the kernel to read [from, from + READ_AHEAD) of fd ahead, half a window
+ * at a time, each range once (*ra_fd, *ra_end: the file and how far it was
+ * asked), and not at all when the window's last byte is already cached: the
+ * advice walks the page cache over the whole range even when all of it is
+ * there, which cost a warm export a quarter of its speed. */
+static void read_ahead(int fd, uint64_t from, int *ra_fd, uint64_t *ra_end)
+{
+	uint64_t want = from + READ_AHEAD;
+	if (fd != *ra_fd || *ra_end < from || *ra_end > want)
+		*ra_fd = fd, *ra_end = from;
+	if (want - *ra_end < READ_AHEAD / 2)
+		return;
+	char c;
+	struct iovec v = { &c, 1 };
+	if (preadv2(fd, &v, 1, (off_t)(want - 1), RWF_NOWAIT) != 1)
+		posix_fadvise(fd, (off_t)*ra_end, (off_t)(want - *ra_end), POSIX_FADV_WILLNEED);
+	*ra_end = want;
+}
+
 /* The raw contents: allocated blocks from their files, zeros for the rest. */
 static int export_raw(struct xfer *x, struct sm_image *img, char *buf)
 {
@@ -252,6 +272,8 @@ static int export_raw(struct xfer *x, struct sm_image *img, char *buf)
 		}
 	for (int i = 0; img->format == SM_VHD && i < img->chain.depth; i++)
 		posix_fadvise(vhd_fd(img->chain.v[i]), 0, 0, POSIX_FADV_SEQUENTIAL);
+	int ra_fd = -1;      /* the file read ahead, and how far it was asked */
+	uint64_t ra_end = 0;
 	for (uint64_t off = 0; img->format == SM_VHD && off < size; off += VHD_BLOCK_SIZE) {
 		size_t n = size - off < VHD_BLOCK_SIZE ? (size_t)(size - off) : VHD_BLOCK_SIZE;
 		struct vhd_ext e;
@@ -263,7 +285,7 @@ static int export_raw(struct xfer *x, struct sm_image *img, char *buf)
 		} else if (e.kind == VHD_EXT_FILE) {
 			/* blocks are mostly laid out in order: have the disk read
 			 * ahead while this one goes out */
-			posix_fadvise(e.fd, (off_t)(e.off + n), READ_AHEAD, POSIX_FADV_WILLNEED);
+			read_ahead(e.fd, e.off + n, &ra_fd, &ra_end);
 			r = http_stream_sendfile(x->s, e.fd, e.off, n);
 		} else if ((r = vhd_chain_pread(&img->chain, buf, n, off)) == 0) {
 			r = http_stream_write(x->s, buf, n);
