@@ -26,10 +26,12 @@
 #include <unistd.h>
 #include <xenstore.h>
 #include <xen/io/xenbus.h>
+#include <xen/io/xs_wire.h>
 
 #include "base/util.h"
 #include "xenops/hv.h"
 #include "xenops/xenops.h"
+#include "xenops/xsc.h"
 
 #define DOMID_MAX 0x7FF0u
 #define STORE_MFN 0xFEFFFu   /* the store ring's frame, as the sim pretends */
@@ -46,7 +48,8 @@ struct known {
 
 static struct {
 	const struct hv_ops *hv;
-	struct xs_handle *xs;
+	struct xs_handle *xs;   /* libxenstore: watches */
+	struct xsc *xsc;        /* our pipelined client: everything else */
 	xenops_event_fn fn;
 	void *ctx;
 	pthread_t watcher;
@@ -111,24 +114,65 @@ static void known_del(uint32_t domid)
 	pthread_mutex_unlock(&X.lock);
 }
 
-/* Read a key (NULL if absent); malloc'd. */
-static char *rd(xs_transaction_t t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static char *rd(xs_transaction_t t, const char *fmt, ...)
+/* A transaction's requests, queued and sent in batches (xsc.h); the first
+ * error is kept and fails the transaction at its end. */
+struct tx {
+	struct xsq q;
+	int err;
+};
+
+/* Read a key (NULL if absent); malloc'd.  In a transaction, the read goes
+ * out with the requests queued before it. */
+static char *rd(struct tx *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *rd(struct tx *t, const char *fmt, ...)
 {
 	char p[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(p, sizeof(p), fmt, ap);
 	va_end(ap);
-	unsigned len;
-	return xs_read(X.xs, t, p, &len);
+	struct xsq one, *q = t ? &t->q : &one;
+	if (!t)
+		xsq_init(&one, 0);
+	xsq_add(q, XS_READ, false, p, NULL, 0);
+	struct buf v;
+	buf_init(&v);
+	int r = xsc_run(X.xsc, q, &v);
+	if (t && r && !t->err)
+		t->err = r;
+	if (!t)
+		xsq_free(&one);
+	if (r || q->last_err) {
+		buf_free(&v);
+		return NULL;
+	}
+	return buf_steal(&v);
 }
 
-/* A transaction of writes; errors are collected and reported at the end. */
-struct tx {
-	xs_transaction_t t;
-	bool bad;
-};
+/* The names in a directory (NULL if absent): one malloc'd block, as
+ * libxenstore's xs_directory. */
+static char **ls(const char *path, unsigned *n)
+{
+	struct buf v;
+	buf_init(&v);
+	*n = 0;
+	if (xsc_call(X.xsc, 0, XS_DIRECTORY, path, NULL, 0, &v)) {
+		buf_free(&v);
+		return NULL;
+	}
+	for (size_t i = 0; i < v.len; i++)
+		*n += !v.p[i];
+	char **d = util_malloc((*n + 1) * sizeof(char *) + v.len);
+	char *names = (char *)(d + *n + 1);
+	memcpy(names, v.p, v.len);
+	for (unsigned i = 0, off = 0; i < *n; i++) {
+		d[i] = names + off;
+		off += (unsigned)strlen(names + off) + 1;
+	}
+	d[*n] = NULL;
+	buf_free(&v);
+	return d;
+}
 
 static void wr(struct tx *t, const char *path, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -139,16 +183,14 @@ static void wr(struct tx *t, const char *path, const char *fmt, ...)
 	va_start(ap, fmt);
 	int n = vsnprintf(v, sizeof(v), fmt, ap);
 	va_end(ap);
-	if (!xs_write(X.xs, t->t, path, v, (unsigned)(n < (int)sizeof(v) ? n : (int)sizeof(v) - 1)))
-		t->bad = true;
+	xsq_write(&t->q, path, v, (size_t)(n < (int)sizeof(v) ? n : (int)sizeof(v) - 1));
 }
 
 /* Create a node with these permissions (libxl: write "" then set_perms). */
 static void mkp(struct tx *t, const char *path, const struct xs_permissions *p, unsigned n)
 {
-	if (!xs_write(X.xs, t->t, path, "", 0) ||
-	    !xs_set_permissions(X.xs, t->t, path, (struct xs_permissions *)p, n))
-		t->bad = true;
+	xsq_write(&t->q, path, "", 0);
+	xsq_perms(&t->q, path, p, n);
 }
 
 /* Create a node whose permissions are its parent's (libxl sets them
@@ -156,28 +198,48 @@ static void mkp(struct tx *t, const char *path, const struct xs_permissions *p, 
  * set_perms would change nothing: one request saved). */
 static void mk(struct tx *t, const char *path)
 {
-	if (!xs_write(X.xs, t->t, path, "", 0))
-		t->bad = true;
+	xsq_write(&t->q, path, "", 0);
 }
 
 static void setp(struct tx *t, const char *path, const struct xs_permissions *p, unsigned n)
 {
-	if (!xs_set_permissions(X.xs, t->t, path, (struct xs_permissions *)p, n))
-		t->bad = true;
+	xsq_perms(&t->q, path, p, n);
 }
 
 #define PATHF(buf, ...) snprintf(buf, sizeof(buf), __VA_ARGS__)
 
-/* A write outside a transaction (hotplug scripts, backend probes). */
-static void xw(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void xw(const char *path, const char *fmt, ...)
+/* A write outside a transaction (hotplug scripts, backend probes), queued
+ * on q; flush() sends what is queued. */
+static void xw(struct xsq *q, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void xw(struct xsq *q, const char *path, const char *fmt, ...)
 {
 	char v[4096];
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(v, sizeof(v), fmt, ap);
 	va_end(ap);
-	xs_write(X.xs, XBT_NULL, path, v, (unsigned)(n < (int)sizeof(v) ? n : (int)sizeof(v) - 1));
+	xsq_write(q, path, v, (size_t)(n < (int)sizeof(v) ? n : (int)sizeof(v) - 1));
+}
+
+static int flush(struct xsq *q)
+{
+	return xsc_run(X.xsc, q, NULL);
+}
+
+/* One write, or one removal, outside a transaction. */
+static int put(const char *path, const char *val)
+{
+	return xsc_call(X.xsc, 0, XS_WRITE, path, val, strlen(val), NULL);
+}
+
+static void del(const char *path)
+{
+	struct xsq q;
+	xsq_init(&q, 0);
+	xsq_rm(&q, path);
+	flush(&q);
+	xsq_free(&q);
 }
 
 /* Run fill() in a transaction, retrying on EAGAIN.  The domain manager's
@@ -194,19 +256,22 @@ static pthread_mutex_t tx_lock = PTHREAD_MUTEX_INITIALIZER;
 static int in_tx_locked(void (*fill)(struct tx *t, void *arg), void *arg)
 {
 	for (int tries = 0; tries < 100; tries++) {
-		struct tx t = { xs_transaction_start(X.xs), false };
-		if (t.t == XBT_NULL)
-			return -errno;
+		uint32_t id;
+		int r = xsc_tx_start(X.xsc, &id);
+		if (r)
+			return r;
+		struct tx t = { .err = 0 };
+		xsq_init(&t.q, id);
 		fill(&t, arg);
-		if (t.bad) {
-			int e = errno;
-			xs_transaction_end(X.xs, t.t, true);
-			return -(e ? e : EIO);
+		r = flush(&t.q);
+		xsq_free(&t.q);
+		if (t.err || r) {
+			xsc_tx_end(X.xsc, id, true);
+			return t.err ? t.err : r;
 		}
-		if (xs_transaction_end(X.xs, t.t, false))
-			return 0;
-		if (errno != EAGAIN)
-			return -errno;
+		r = xsc_tx_end(X.xsc, id, false);
+		if (r != -EAGAIN)
+			return r;
 	}
 	return -EAGAIN;
 }
@@ -233,7 +298,7 @@ static void kvs_fill(struct tx *t, void *arg)
 {
 	const struct kvs *k = arg;
 	char p[320];
-	char *st = rd(t->t, "%s/state", k->dir);
+	char *st = rd(t, "%s/state", k->dir);
 	free(st);
 	if (!st)
 		return;
@@ -261,19 +326,24 @@ static int tx_state(const char *dir, int st)
 }
 
 /* libxl__xs_path_cleanup: remove path, then each parent left empty. */
-static void path_cleanup(xs_transaction_t t, const char *path)
+static void path_cleanup(struct tx *t, const char *path)
 {
 	char p[320];
 	snprintf(p, sizeof(p), "%s", path);
-	xs_rm(X.xs, t, p);
+	xsq_rm(&t->q, p);
 	for (char *s; (s = strrchr(p, '/')) && s != p;) {
 		*s = 0;
-		unsigned n = 0;
-		char **d = xs_directory(X.xs, t, p, &n);
-		free(d);
-		if (!d || n)
+		struct buf d;
+		buf_init(&d);
+		xsq_add(&t->q, XS_DIRECTORY, false, p, NULL, 0);
+		int r = xsc_run(X.xsc, &t->q, &d);
+		bool empty = !r && !t->q.last_err && !d.len;
+		buf_free(&d);
+		if (r && !t->err)
+			t->err = r;
+		if (!empty)
 			break;
-		xs_rm(X.xs, t, p);
+		xsq_rm(&t->q, p);
 	}
 }
 
@@ -303,7 +373,7 @@ static int idx_get(uint8_t *set)
 /* Free the number at the end of the value of key (e.g. "/dev/loop3"). */
 static void idx_put(uint8_t *set, const char *key)
 {
-	char *v = rd(XBT_NULL, "%s", key);
+	char *v = rd(NULL, "%s", key);
 	const char *s = v ? v + strlen(v) : NULL;
 	while (s && s > v && s[-1] >= '0' && s[-1] <= '9')
 		s--;
@@ -473,7 +543,7 @@ static void console_fill(struct tx *t, void *arg)
 	char p[320];
 	PATHF(p, "%s/frontend", d->lx); wr(t, p, "%s", d->fe);
 	PATHF(p, "%s/backend", d->lx); wr(t, p, "%s", d->be);
-	xs_rm(X.xs, t->t, d->fe);
+	xsq_rm(&t->q, d->fe);
 	mk(t, d->fe); /* /local/domain/<dom>'s: ro */
 	PATHF(p, "%s/backend", d->fe); wr(t, p, "%s", d->be);
 	PATHF(p, "%s/backend-id", d->fe); wr(t, p, "0"); setp(t, p, be_id, 2);
@@ -499,18 +569,21 @@ static void backend_probe(const char *kind, const struct devadd *a)
 {
 	const struct devp *d = &a->p;
 	char p[320];
+	struct xsq q;
+	xsq_init(&q, 0);
 	if (!strcmp(kind, "vbd")) {
-		PATHF(p, "%s/feature-max-indirect-segments", d->be); xw(p, "256");
-		PATHF(p, "%s/multi-queue-max-queues", d->be); xw(p, "1");
-		PATHF(p, "%s/max-ring-page-order", d->be); xw(p, "4");
+		PATHF(p, "%s/feature-max-indirect-segments", d->be); xw(&q, p, "256");
+		PATHF(p, "%s/multi-queue-max-queues", d->be); xw(&q, p, "1");
+		PATHF(p, "%s/max-ring-page-order", d->be); xw(&q, p, "4");
+		flush(&q);
 		tx_state(d->be, XenbusStateInitWait);
 		if (!a->disk->empty && a->disk->path[0]) {
 			int loop = idx_get(I.loop);
-			PATHF(p, "%s/node", d->be); xw(p, "/dev/loop%d", loop);
-			PATHF(p, "%s/physical-device", d->be); xw(p, "7:%x", loop);
-			PATHF(p, "%s/physical-device-path", d->be); xw(p, "/dev/loop%d", loop);
+			PATHF(p, "%s/node", d->be); xw(&q, p, "/dev/loop%d", loop);
+			PATHF(p, "%s/physical-device", d->be); xw(&q, p, "7:%x", loop);
+			PATHF(p, "%s/physical-device-path", d->be); xw(&q, p, "/dev/loop%d", loop);
 		}
-		PATHF(p, "%s/hotplug-status", d->be); xw(p, "connected");
+		PATHF(p, "%s/hotplug-status", d->be); xw(&q, p, "connected");
 	} else if (!strcmp(kind, "vif")) {
 		static const char *const feat[] = {
 			"feature-sg", "1", "feature-gso-tcpv4", "1", "feature-gso-tcpv6", "1",
@@ -518,15 +591,18 @@ static void backend_probe(const char *kind, const struct devadd *a)
 			"feature-xdp-headroom", "1", "feature-rx-flip", "0",
 			"feature-multicast-control", "1", "feature-dynamic-multicast-control", "1" };
 		tx_keys(d->be, feat, sizeof(feat) / sizeof(*feat));
-		PATHF(p, "%s/feature-split-event-channels", d->be); xw(p, "1");
-		PATHF(p, "%s/multi-queue-max-queues", d->be); xw(p, "1");
-		PATHF(p, "%s/feature-ctrl-ring", d->be); xw(p, "1");
+		PATHF(p, "%s/feature-split-event-channels", d->be); xw(&q, p, "1");
+		PATHF(p, "%s/multi-queue-max-queues", d->be); xw(&q, p, "1");
+		PATHF(p, "%s/feature-ctrl-ring", d->be); xw(&q, p, "1");
+		flush(&q);
 		tx_state(d->be, XenbusStateInitWait);
-		PATHF(p, "%s/mtu", d->fe); xw(p, "%u", a->nic->mtu ? a->nic->mtu : 1500);
-		PATHF(p, "%s/hotplug-status", d->be); xw(p, "connected");
+		PATHF(p, "%s/mtu", d->fe); xw(&q, p, "%u", a->nic->mtu ? a->nic->mtu : 1500);
+		PATHF(p, "%s/hotplug-status", d->be); xw(&q, p, "connected");
 	} else {
-		PATHF(p, "%s/tty", d->fe); xw(p, "/dev/pts/%d", idx_get(I.pts));
+		PATHF(p, "%s/tty", d->fe); xw(&q, p, "/dev/pts/%d", idx_get(I.pts));
 	}
+	flush(&q);
+	xsq_free(&q);
 }
 
 /* Add a device: libxl's transaction, then the backend's probe and hotplug. */
@@ -548,9 +624,9 @@ static int device_add(uint32_t domid, const struct xenops_disk *disk, const stru
 static void dev_destroy_fill(struct tx *t, void *arg)
 {
 	const struct devp *d = arg;
-	path_cleanup(t->t, d->fe);
-	path_cleanup(t->t, d->lx);
-	path_cleanup(t->t, d->be);
+	path_cleanup(t, d->fe);
+	path_cleanup(t, d->lx);
+	path_cleanup(t, d->be);
 }
 
 /* libxl's first step of removing a device: the frontend goes and the
@@ -559,7 +635,7 @@ static void dev_offline_fill(struct tx *t, void *arg)
 {
 	const struct devp *d = arg;
 	char p[320];
-	path_cleanup(t->t, d->fe);
+	path_cleanup(t, d->fe);
 	PATHF(p, "%s/online", d->be);
 	wr(t, p, "0");
 }
@@ -585,11 +661,11 @@ static void backend_step(uint32_t domid, const char *kind, int devid)
 {
 	char be[256], p[320];
 	be_path(be, sizeof(be), kind, domid, devid);
-	char *fs = rd(XBT_NULL, "/local/domain/%u/device/%s/%d/state", domid, kind, devid);
+	char *fs = rd(NULL, "/local/domain/%u/device/%s/%d/state", domid, kind, devid);
 	int fe = fs ? atoi(fs) : -1;
 	free(fs);
 	PATHF(p, "%s/state", be);
-	char *bs = rd(XBT_NULL, "%s", p);
+	char *bs = rd(NULL, "%s", p);
 	if (!bs)
 		return;
 	int b = atoi(bs);
@@ -598,13 +674,13 @@ static void backend_step(uint32_t domid, const char *kind, int devid)
 	    b == XenbusStateInitWait) {
 		if (!strcmp(kind, "vbd")) {
 			/* blkback's connect: what the frontend needs to know */
-			char *params = rd(XBT_NULL, "%s/params", be);
+			char *params = rd(NULL, "%s/params", be);
 			struct stat st;
 			uint64_t sectors = params && *params && !stat(params, &st) ?
 				(uint64_t)st.st_size / 512 : 0;
-			char *mode = rd(XBT_NULL, "%s/mode", be);
-			char *dt = rd(XBT_NULL, "%s/device-type", be);
-			char *de = rd(XBT_NULL, "%s/discard-enable", be);
+			char *mode = rd(NULL, "%s/mode", be);
+			char *dt = rd(NULL, "%s/device-type", be);
+			char *de = rd(NULL, "%s/discard-enable", be);
 			unsigned info = (mode && !strcmp(mode, "r") ? 4 : 0) |
 					(dt && !strcmp(dt, "cdrom") ? 1 : 0);
 			bool discard = de && !strcmp(de, "1");
@@ -761,11 +837,11 @@ static void domain_make(struct tx *t, void *arg)
 	struct xs_permissions ro[2] = { { 0, XS_PERM_NONE }, { d, XS_PERM_READ } };
 	struct xs_permissions rw[1] = { { d, XS_PERM_NONE } };
 	struct xs_permissions no[1] = { { 0, XS_PERM_NONE } };
-	xs_rm(X.xs, t->t, dom);
+	xsq_rm(&t->q, dom);
 	mkp(t, dom, ro, 2);
-	xs_rm(X.xs, t->t, vmp);
+	xsq_rm(&t->q, vmp);
 	mkp(t, vmp, ro, 2);
-	xs_rm(X.xs, t->t, lx);
+	xsq_rm(&t->q, lx);
 	mkp(t, lx, no, 1);
 	PATHF(p, "%s/device", lx); mk(t, p); /* lx's: no */
 	PATHF(p, "%s/vm", dom); wr(t, p, "%s", vmp);
@@ -862,20 +938,20 @@ static void devices_destroy(uint32_t domid)
 	char lxd[64], p[320];
 	PATHF(lxd, "/libxl/%u/device", domid);
 	unsigned nk = 0;
-	char **kinds = xs_directory(X.xs, XBT_NULL, lxd, &nk);
+	char **kinds = ls(lxd, &nk);
 	struct rmdev *v = NULL;
 	size_t nv = 0;
 	for (unsigned k = 0; kinds && k < nk; k++) {
 		PATHF(p, "%s/%s", lxd, kinds[k]);
 		unsigned ni = 0;
-		char **ids = xs_directory(X.xs, XBT_NULL, p, &ni);
+		char **ids = ls(p, &ni);
 		for (unsigned i = 0; ids && i < ni; i++) {
 			v = util_realloc(v, (nv + 1) * sizeof(*v));
 			struct rmdev *r = &v[nv++];
 			snprintf(r->kind, sizeof(r->kind), "%s", kinds[k]);
 			dev_paths(&r->p, r->kind, domid, atoi(ids[i]));
-			char *fe = rd(XBT_NULL, "%s/frontend", r->p.lx);
-			char *be = rd(XBT_NULL, "%s/backend", r->p.lx);
+			char *fe = rd(NULL, "%s/frontend", r->p.lx);
+			char *be = rd(NULL, "%s/backend", r->p.lx);
 			if (fe && *fe)
 				PATHF(r->p.fe, "%s", fe);
 			if (be && *be)
@@ -895,7 +971,7 @@ static void devices_destroy(uint32_t domid)
 		in_tx(dev_offline_fill, &v[i].p);
 		if (!strcmp(v[i].kind, "vif")) {
 			PATHF(p, "%s/hotplug-status", v[i].p.be);
-			xs_rm(X.xs, XBT_NULL, p);
+			del(p);
 		}
 	}
 	for (int pass = 0; pass < 2; pass++)
@@ -914,21 +990,35 @@ static int domain_destroy(uint32_t domid, const char *uuid)
 	X.hv->domain_pause(domid);
 	devices_destroy(domid);
 	int r = X.hv->domain_destroy(domid);
-	xs_release_domain(X.xs, domid);
+	struct xsq q;
+	xsq_init(&q, 0);
+	PATHF(p, "%u", domid);
+	xsq_add(&q, XS_RELEASE, false, p, NULL, 0);
 	if (uuid && *uuid) {
 		PATHF(p, "/vm/%s", uuid);
-		xs_rm(X.xs, XBT_NULL, p);
+		xsq_rm(&q, p);
 	}
 	PATHF(p, "/local/domain/%u", domid);
-	xs_rm(X.xs, XBT_NULL, p);
+	xsq_rm(&q, p);
 	PATHF(p, "/libxl/%u", domid);
-	xs_rm(X.xs, XBT_NULL, p);
+	xsq_rm(&q, p);
 	/* libxl also removes an HVM guest's hvmloader dir (gone with the
 	 * domain's by now: ENOENT, as on a real host) */
 	PATHF(p, "/local/domain/%u/hvmloader", domid);
-	xs_rm(X.xs, XBT_NULL, p);
+	xsq_rm(&q, p);
+	flush(&q);
+	xsq_free(&q);
 	known_del(domid);
 	return r == -ESRCH ? 0 : r;
+}
+
+/* XS_INTRODUCE: xenstored connects the domain's store ring. */
+static int introduce(uint32_t domid)
+{
+	char id[16], rest[48];
+	snprintf(id, sizeof(id), "%u", domid);
+	int n = snprintf(rest, sizeof(rest), "%lu%c%u", (unsigned long)STORE_MFN, 0, STORE_PORT);
+	return xsc_call(X.xsc, 0, XS_INTRODUCE, id, rest, (size_t)n + 1, NULL);
 }
 
 /* After create (or restore), as libxl's domain create: the tree, introduce,
@@ -949,8 +1039,8 @@ static int domain_build(const struct xenops_vm *vm, uint32_t domid, bool paused,
 	struct build b = { vm, domid, devids };
 	known_add(domid, vm->uuid, false);
 	int r = in_tx(domain_tree, &b);
-	if (!r && !xs_introduce_domain(X.xs, domid, STORE_MFN, STORE_PORT))
-		r = -errno;
+	if (!r)
+		r = introduce(domid);
 	for (int i = 0; !r && i < vm->ndisks; i++)
 		if (disk_plugged(vm, i))
 			r = device_add(domid, &vm->disks[i], NULL, devids[i]);
@@ -1010,9 +1100,9 @@ static void dom0_keys(void)
 		"/local/domain/0/control/feature-suspend", "1",
 		"/local/pool/0/name", "Pool-0" };
 	for (unsigned i = 0; i < sizeof(kv) / sizeof(*kv); i += 2) {
-		char *v = rd(XBT_NULL, "%s", kv[i]);
+		char *v = rd(NULL, "%s", kv[i]);
 		if (!v)
-			xw(kv[i], "%s", kv[i + 1]);
+			put(kv[i], kv[i + 1]);
 		free(v);
 	}
 }
@@ -1034,9 +1124,15 @@ int xenops_init(const struct xenops_settings *s, xenops_event_fn fn, void *ctx, 
 	/* libxenstore finds the daemon through XENSTORED_PATH only */
 	setenv("XENSTORED_PATH", sock, 1);
 	X.xs = xs_open(0);
-	if (!X.xs)
+	X.xsc = X.xs ? xsc_open(sock) : NULL;
+	if (!X.xsc) {
+		int e = errno;
+		if (X.xs)
+			xs_close(X.xs);
+		X.xs = NULL;
 		return fail(err, "xenops: cannot connect to xenstored at %s: %s", sock,
-			    strerror(errno));
+			    strerror(e));
+	}
 	dom0_keys();
 	X.hv = &hv_sim;
 	const char *why = "";
@@ -1044,6 +1140,8 @@ int xenops_init(const struct xenops_settings *s, xenops_event_fn fn, void *ctx, 
 	if (r) {
 		xs_close(X.xs);
 		X.xs = NULL;
+		xsc_close(X.xsc);
+		X.xsc = NULL;
 		return fail(err, "xenops: %s: %s", why, strerror(-r));
 	}
 	X.fn = fn;
@@ -1081,6 +1179,8 @@ void xenops_shutdown(void)
 	if (X.xs)
 		xs_close(X.xs);
 	X.xs = NULL;
+	xsc_close(X.xsc);
+	X.xsc = NULL;
 	if (X.hv)
 		X.hv->close();
 	X.hv = NULL;
@@ -1157,8 +1257,8 @@ int xenops_clean_shutdown(uint32_t domid, enum xenops_reason why, int timeout_s,
 	char p[128];
 	PATHF(p, "/local/domain/%u/control/shutdown", domid);
 	const char *req = reason_names[why];
-	if (!xs_write(X.xs, XBT_NULL, p, req, (unsigned)strlen(req)))
-		return fail(err, "xenops: cannot write %s: %s", p, strerror(errno));
+	if ((r = put(p, req)))
+		return fail(err, "xenops: cannot write %s: %s", p, strerror(-r));
 	struct shut_wait w = { domid, why };
 	r = wait_for(shut_check, &w, timeout_s, cancel, cctx);
 	if (r == -ETIMEDOUT) {
@@ -1245,7 +1345,7 @@ int xenops_resume(const struct xenops_vm *vm, int fd, bool paused, uint32_t *dom
 
 static int dev_exists(const char *kind, uint32_t domid, int devid)
 {
-	char *v = rd(XBT_NULL, "/local/domain/0/backend/%s/%u/%d/state", kind, domid, devid);
+	char *v = rd(NULL, "/local/domain/0/backend/%s/%u/%d/state", kind, domid, devid);
 	free(v);
 	return v != NULL;
 }
@@ -1295,7 +1395,7 @@ struct unplug_wait {
 static int unplug_check(void *arg)
 {
 	struct unplug_wait *w = arg;
-	char *v = rd(XBT_NULL, "/local/domain/0/backend/%s/%u/%d/state", w->kind, w->domid,
+	char *v = rd(NULL, "/local/domain/0/backend/%s/%u/%d/state", w->kind, w->domid,
 		     w->devid);
 	int st = v ? atoi(v) : XenbusStateClosed;
 	free(v);
@@ -1336,7 +1436,7 @@ static int unplug(const char *kind, uint32_t domid, int devid, const char *name,
 	if (!strcmp(kind, "vif")) {
 		char p[320];
 		PATHF(p, "%s/hotplug-status", d.be);
-		xs_rm(X.xs, XBT_NULL, p);
+		del(p);
 	}
 	in_tx(dev_destroy_fill, &d);
 	return 0;
@@ -1369,7 +1469,7 @@ static int cd_set(uint32_t domid, const char *device, const char *path, struct x
 		xerr_set(err, "INVALID_DEVICE", 1, device);
 		return -1;
 	}
-	char *dt = rd(XBT_NULL, "/local/domain/0/backend/vbd/%u/%d/device-type", domid, devid);
+	char *dt = rd(NULL, "/local/domain/0/backend/vbd/%u/%d/device-type", domid, devid);
 	bool cd = dt && !strcmp(dt, "cdrom");
 	free(dt);
 	if (!cd) {
@@ -1378,10 +1478,11 @@ static int cd_set(uint32_t domid, const char *device, const char *path, struct x
 	}
 	char p[320];
 	PATHF(p, "/local/domain/0/backend/vbd/%u/%d/params", domid, devid);
-	if (!xs_write(X.xs, XBT_NULL, p, path, (unsigned)strlen(path)))
-		return fail(err, "xenops: cannot write %s: %s", p, strerror(errno));
+	int r = put(p, path);
+	if (r)
+		return fail(err, "xenops: cannot write %s: %s", p, strerror(-r));
 	PATHF(p, "/libxl/%u/device/vbd/%d/params", domid, devid);
-	xs_write(X.xs, XBT_NULL, p, path, (unsigned)strlen(path));
+	put(p, path);
 	return 0;
 }
 
@@ -1405,8 +1506,9 @@ static int write_key(uint32_t domid, const char *key, const char *val, struct xe
 		return no_domain(err, domid);
 	char p[256];
 	PATHF(p, "/local/domain/%u/%s", domid, key);
-	if (!xs_write(X.xs, XBT_NULL, p, val, (unsigned)strlen(val)))
-		return fail(err, "xenops: cannot write %s: %s", p, strerror(errno));
+	int r = put(p, val);
+	if (r)
+		return fail(err, "xenops: cannot write %s: %s", p, strerror(-r));
 	return 0;
 }
 
@@ -1507,7 +1609,7 @@ static void gather(char *out, size_t n, uint32_t domid, const char *const *keys,
 {
 	size_t len = strlen(out);
 	for (int i = 0; keys[i]; i += 2) {
-		char *v = rd(XBT_NULL, "/local/domain/%u/%s", domid, keys[i]);
+		char *v = rd(NULL, "/local/domain/%u/%s", domid, keys[i]);
 		if (v && len < n)
 			len += (size_t)snprintf(out + len, n - len, "%s%s=%s\n", prefix, keys[i + 1], v);
 		free(v);
@@ -1523,7 +1625,7 @@ int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 	if (!known_uuid(domid, NULL))
 		return no_domain(err, domid);
 	memset(out, 0, sizeof(*out));
-	char *upd = rd(XBT_NULL, "/local/domain/%u/data/updated", domid);
+	char *upd = rd(NULL, "/local/domain/%u/data/updated", domid);
 	out->present = upd != NULL; /* the original trusts data/ once this exists */
 	free(upd);
 	static const char *const os[] = {
@@ -1541,7 +1643,7 @@ int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 	char p[128];
 	PATHF(p, "/local/domain/%u/attr/vif", domid);
 	unsigned nvif = 0;
-	char **vifs = xs_directory(X.xs, XBT_NULL, p, &nvif);
+	char **vifs = ls(p, &nvif);
 	size_t len = 0, cap = sizeof(out->networks);
 	for (unsigned i = 0; vifs && i < nvif; i++) {
 		static const char *const fam[] = { "ipv4", "ipv6" };
@@ -1549,9 +1651,9 @@ int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 			char q[192];
 			PATHF(q, "%s/%s/%s", p, vifs[i], fam[f]);
 			unsigned na = 0;
-			char **as = xs_directory(X.xs, XBT_NULL, q, &na);
+			char **as = ls(q, &na);
 			for (unsigned a = 0; as && a < na; a++) {
-				char *ip = rd(XBT_NULL, "%s/%s", q, as[a]);
+				char *ip = rd(NULL, "%s/%s", q, as[a]);
 				if (ip && len < cap && f == 0 && !strcmp(as[a], "0"))
 					len += (size_t)snprintf(out->networks + len, cap - len,
 								"%s/ip=%s\n", vifs[i], ip);
@@ -1567,15 +1669,15 @@ int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 	free(vifs);
 	if (len >= cap)
 		out->networks[cap - 1] = 0;
-	char *mf = rd(XBT_NULL, "/local/domain/%u/data/meminfo_free", domid);
-	char *mt = rd(XBT_NULL, "/local/domain/%u/data/meminfo_total", domid);
+	char *mf = rd(NULL, "/local/domain/%u/data/meminfo_free", domid);
+	char *mt = rd(NULL, "/local/domain/%u/data/meminfo_total", domid);
 	out->memory_free = mf ? strtoull(mf, NULL, 10) * 1024 : 0;
 	out->memory_total = mt ? strtoull(mt, NULL, 10) * 1024 : 0;
 	free(mf);
 	free(mt);
-	char *fs = rd(XBT_NULL, "/local/domain/%u/control/feature-suspend", domid);
-	char *fp = rd(XBT_NULL, "/local/domain/%u/control/feature-poweroff", domid);
-	char *fsh = rd(XBT_NULL, "/local/domain/%u/control/feature-shutdown", domid);
+	char *fs = rd(NULL, "/local/domain/%u/control/feature-suspend", domid);
+	char *fp = rd(NULL, "/local/domain/%u/control/feature-poweroff", domid);
+	char *fsh = rd(NULL, "/local/domain/%u/control/feature-shutdown", domid);
 	out->can_suspend = fs && !strcmp(fs, "1");
 	out->feature_shutdown = (fp && !strcmp(fp, "1")) || (fsh && !strcmp(fsh, "1"));
 	free(fs);

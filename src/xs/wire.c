@@ -156,6 +156,14 @@ const char *xs_errno_name(int err)
 	return "EINVAL";
 }
 
+int xs_errno_value(const char *name)
+{
+	for (size_t i = 0; i < sizeof(errnames) / sizeof(errnames[0]); i++)
+		if (!strcmp(errnames[i].name, name))
+			return errnames[i].err;
+	return EIO;
+}
+
 void xs_reply_error(struct buf *out, const struct xs_hdr *req, int err)
 {
 	const char *n = xs_errno_name(err);

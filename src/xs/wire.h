@@ -48,6 +48,8 @@ void xs_reply_error(struct buf *out, const struct xs_hdr *req, int err);
 /* "EINVAL" etc. for a (positive) errno, as xsd_errors[] names them; "EINVAL"
  * for anything unknown. */
 const char *xs_errno_name(int err);
+/* The (positive) errno an error reply names; EIO for a name not known. */
+int xs_errno_value(const char *name);
 /* Message type name ("READ", "WRITE", ...) for traces. */
 const char *xs_type_name(uint32_t type);
 
