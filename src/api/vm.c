@@ -822,6 +822,12 @@ void vm_dev_op_end(int cls, const char *ref, const char *key, const char *vm)
 int vm_set_power_state(const char *vm, const char *state, const char *host, int64_t domid,
 		       struct xerr *err)
 {
+	return vm_set_power_state_with(vm, state, host, domid, NULL, NULL, err);
+}
+
+int vm_set_power_state_with(const char *vm, const char *state, const char *host, int64_t domid,
+			    vm_txn_fill fill, void *arg, struct xerr *err)
+{
 	k();
 	ops_lock();
 	struct db_txn *t = db_txn_new();
@@ -882,6 +888,8 @@ int vm_set_power_state(const char *vm, const char *state, const char *host, int6
 				db_txn_set(t, K.vif, s->u.items[i]->u.s,
 					   api_field(K.vif, "currently_attached"), val_bool_h(true));
 	}
+	if (fill)
+		fill(t, r, arg);
 	refresh_locked(t, r, NULL, state, att, clear);
 	db_unlock();
 	int rc = db_txn_commit(t, err);

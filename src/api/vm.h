@@ -71,6 +71,11 @@ void vm_update_allowed(const char *vm);
  * host/domid are used for Running/Paused only.  0 or -1 with err set. */
 int vm_set_power_state(const char *vm, const char *state, const char *host, int64_t domid,
 		       struct xerr *err);
+/* The same, with fill (if given) adding its own changes to the commit,
+ * called under the database's read lock with the VM's row. */
+typedef void (*vm_txn_fill)(struct db_txn *t, const struct db_row *r, void *arg);
+int vm_set_power_state_with(const char *vm, const char *state, const char *host, int64_t domid,
+			    vm_txn_fill fill, void *arg, struct xerr *err);
 
 /* VM.checkpoint's copy (the original's Xapi_vm_clone.clone with
  * Disk_op_checkpoint), inside the VM's checkpoint operation (key): the

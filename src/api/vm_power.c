@@ -287,12 +287,11 @@ static void commit_log(struct db_txn *t, const char *what, const char *vm)
 /* VM_metrics after a power-state change (started: a new domain, whose
  * start_time is now) and VBD.device of a started domain's disks; Halted and
  * Suspended VMs lose their guest metrics, as the original's. */
-static void metrics_after(const char *vm, const char *state, const struct spec *s, bool started)
+static void metrics_fill(struct db_txn *t, const struct db_row *r, const char *state,
+			 const struct spec *s, bool started)
 {
-	struct db_txn *t = db_txn_new();
 	int64_t now = (int64_t)util_now();
-	db_rdlock();
-	const struct db_row *r = db_get(K.vm, vm);
+	const char *vm = r->ref;
 	const char *m = fs(r, K.vm, "metrics");
 	if (r && db_get(K.vmm, m)) {
 		char low[16];
@@ -329,11 +328,49 @@ static void metrics_after(const char *vm, const char *state, const struct spec *
 		if (!is_null(gm))
 			db_txn_set(t, K.vm, vm, api_field(K.vm, "guest_metrics"), val_cstr_h(NULLREF));
 	}
-	db_unlock();
-	commit_log(t, "metrics", vm);
 }
 
-static void guest_update(const char *vm, uint32_t domid);
+/* The guest agent's report, read from the domain, as rows to write. */
+struct guest_report {
+	struct val **cols;   /* a VM_guest_metrics row; NULL: no report */
+	bool have_info;
+	struct xenops_dominfo info;
+};
+
+static void guest_read(uint32_t domid, struct guest_report *g);
+static int guest_fill(struct db_txn *t, const struct db_row *r, struct guest_report *g);
+
+struct after {
+	const char *state;
+	const struct spec *s;
+	bool started;
+	struct guest_report g;
+};
+
+static void after_fill(struct db_txn *t, const struct db_row *r, void *arg)
+{
+	struct after *a = arg;
+	metrics_fill(t, r, a->state, a->s, a->started);
+	if (a->g.cols)
+		guest_fill(t, r, &a->g);
+}
+
+/* A power-state change (vm_set_power_state) with VM_metrics and, for a
+ * started domain (s given), the VBDs' devices and the guest agent's report
+ * (one the agent made before the VM row had its domid was ignored by
+ * ev_handle), all in one commit.  The operation's end recomputes the
+ * allowed operations the guest's features decide. */
+static int set_state(const char *vm, const char *state, int64_t domid, const struct spec *s,
+		     struct xerr *e)
+{
+	struct after a = { state, s, s != NULL, { NULL, false } };
+	if (s && domid >= 0)
+		guest_read((uint32_t)domid, &a.g);
+	int rc = vm_set_power_state_with(vm, state, NULL, domid, after_fill, &a, e);
+	if (a.g.cols)
+		api_cols_free(K.gm, a.g.cols);
+	return rc;
+}
 
 /* Build and start the domain of vm; the VM becomes Running (Paused). */
 static int domain_start(const char *vm, bool paused, struct xerr *e)
@@ -344,17 +381,11 @@ static int domain_start(const char *vm, bool paused, struct xerr *e)
 	uint32_t domid;
 	int rc = xenops_start(&s.v, paused, &domid, e);
 	if (rc == 0) {
-		const char *st = paused ? "Paused" : "Running";
-		if (vm_set_power_state(vm, st, NULL, domid, e) < 0) {
+		if (set_state(vm, paused ? "Paused" : "Running", domid, &s, e) < 0) {
 			struct xerr e2 = {0};
 			xenops_destroy(domid, &e2);
 			xerr_clear(&e2);
 			rc = -1;
-		} else {
-			metrics_after(vm, st, &s, true);
-			/* a report the agent made before the VM row had its
-			 * domid was ignored by ev_handle: read it now */
-			guest_update(vm, domid);
 		}
 	}
 	spec_free(&s);
@@ -366,10 +397,7 @@ static int domain_halt(const char *vm, int64_t domid, struct xerr *e)
 {
 	if (domid >= 0 && xenops_destroy((uint32_t)domid, e) < 0)
 		return -1;
-	if (vm_set_power_state(vm, "Halted", NULL, -1, e) < 0)
-		return -1;
-	metrics_after(vm, "Halted", NULL, false);
-	return 0;
+	return set_state(vm, "Halted", -1, NULL, e);
 }
 
 static int cancel_cb(void *ctx)
@@ -585,9 +613,8 @@ static void pause_common(struct api_ctx *c, bool pause)
 		int rc = d < 0 ? (api_fail(c, "INTERNAL_ERROR", 1, "the VM has no domain"), -1)
 			 : pause ? xenops_pause((uint32_t)d, &c->err)
 				 : xenops_unpause((uint32_t)d, &c->err);
-		const char *st = pause ? "Paused" : "Running";
-		if (rc == 0 && vm_set_power_state(vm, st, NULL, d, &c->err) == 0)
-			metrics_after(vm, st, NULL, false);
+		if (rc == 0)
+			set_state(vm, pause ? "Paused" : "Running", d, NULL, &c->err);
 	});
 	done(c);
 }
@@ -719,9 +746,8 @@ static void suspend_do(struct api_ctx *c, const char *vm)
 		if (write_image(vdi, fd, c->task, &c->err) == 0) {
 			struct db_txn *t = db_txn_new();
 			db_txn_set(t, K.vm, vm, api_field(K.vm, "suspend_VDI"), val_cstr_h(vdi));
-			if (api_commit(c, t) == 0 &&
-			    vm_set_power_state(vm, "Suspended", NULL, -1, &c->err) == 0)
-				metrics_after(vm, "Suspended", NULL, false);
+			if (api_commit(c, t) == 0)
+				set_state(vm, "Suspended", -1, NULL, &c->err);
 		}
 		if (api_failed(c)) {
 			struct xerr e2 = {0};
@@ -759,10 +785,7 @@ static void resume_do(struct api_ctx *c, const char *vm, bool paused)
 	int fd = read_image(vdi, c->task, &c->err);
 	uint32_t domid;
 	if (fd >= 0 && xenops_resume(&s.v, fd, paused, &domid, &c->err) == 0) {
-		const char *st = paused ? "Paused" : "Running";
-		if (vm_set_power_state(vm, st, NULL, domid, &c->err) == 0) {
-			metrics_after(vm, st, &s, true);
-			guest_update(vm, domid); /* as after a start */
+		if (set_state(vm, paused ? "Paused" : "Running", domid, &s, &c->err) == 0) {
 			struct xerr e2 = {0};
 			if (drop_suspend_vdi(vm, c->task, &e2) < 0)
 				log_warn("VM %s resumed; its suspend VDI %s: %s", vm, vdi, e2.code);
@@ -1197,28 +1220,28 @@ void vm_power_on_event(void *ctx, enum xenops_event ev, const char *vm_uuid, uin
 }
 
 /* Guest agent data → VM_guest_metrics (xapi_guest_agent.ml), and the
- * domain's memory into VM_metrics. */
-static void guest_update(const char *vm, uint32_t domid)
+ * domain's memory into VM_metrics: read (no report: g->cols NULL) ... */
+static void guest_read(uint32_t domid, struct guest_report *g)
 {
-	struct xenops_guest g;
+	struct xenops_guest x;
 	struct xerr e = {0};
-	if (xenops_guest(domid, &g, &e) < 0 || !g.present) {
+	g->cols = NULL;
+	if (xenops_guest(domid, &x, &e) < 0 || !x.present) {
 		xerr_clear(&e);
 		return;
 	}
-	struct xenops_dominfo info;
-	bool have_info = xenops_info(domid, &info, &e) == 0;
+	g->have_info = xenops_info(domid, &g->info, &e) == 0;
 	xerr_clear(&e);
-	struct val **cols = api_row_new(K.gm);
-	api_row_set(K.gm, cols, "os_version", map_of_lines(g.os_version));
-	api_row_set(K.gm, cols, "PV_drivers_version", map_of_lines(g.pv_drivers));
-	api_row_set(K.gm, cols, "networks", map_of_lines(g.networks));
+	struct val **cols = g->cols = api_row_new(K.gm);
+	api_row_set(K.gm, cols, "os_version", map_of_lines(x.os_version));
+	api_row_set(K.gm, cols, "PV_drivers_version", map_of_lines(x.pv_drivers));
+	api_row_set(K.gm, cols, "networks", map_of_lines(x.networks));
 	char mem[96];
-	snprintf(mem, sizeof(mem), "free=%" PRIu64 "\ntotal=%" PRIu64, g.memory_free / 1024,
-		 g.memory_total / 1024);
+	snprintf(mem, sizeof(mem), "free=%" PRIu64 "\ntotal=%" PRIu64, x.memory_free / 1024,
+		 x.memory_total / 1024);
 	api_row_set(K.gm, cols, "memory", map_of_lines(mem));
 	api_row_set(K.gm, cols, "other",
-		    map_of_lines(g.feature_shutdown ? (g.can_suspend ? "feature-shutdown=1\nfeature-suspend=1"
+		    map_of_lines(x.feature_shutdown ? (x.can_suspend ? "feature-shutdown=1\nfeature-suspend=1"
 								     : "feature-shutdown=1")
 						    : ""));
 	api_row_set(K.gm, cols, "PV_drivers_up_to_date", val_bool_h(true));
@@ -1227,21 +1250,22 @@ static void guest_update(const char *vm, uint32_t domid)
 	api_row_set(K.gm, cols, "can_use_hotplug_vbd", val_cstr_h("yes"));
 	api_row_set(K.gm, cols, "can_use_hotplug_vif", val_cstr_h("yes"));
 	api_row_set(K.gm, cols, "last_updated",
-		    val_datetime_h(g.last_updated ? g.last_updated : (int64_t)util_now()));
+		    val_datetime_h(x.last_updated ? x.last_updated : (int64_t)util_now()));
+}
+
+/* ... and written into t, for the VM of row r (under the read lock; the
+ * report's columns are taken).  0: nothing new; 1: the domain's memory or
+ * vCPUs only; 2: the guest metrics changed. */
+static int guest_fill(struct db_txn *t, const struct db_row *r, struct guest_report *g)
+{
 	/* last_updated last: a change of it alone is no change */
 	static const char *const upd[] = {"os_version", "PV_drivers_version", "networks", "memory",
 					  "other", "PV_drivers_up_to_date", "PV_drivers_detected",
 					  "live", "can_use_hotplug_vbd", "can_use_hotplug_vif",
 					  "last_updated"};
-	struct db_txn *t = db_txn_new();
-	db_rdlock();
-	const struct db_row *r = db_get(K.vm, vm);
-	if (!r || fi(r, K.vm, "domid") != (int64_t)domid) {
-		db_unlock();
-		db_txn_free(t);
-		api_cols_free(K.gm, cols);
-		return;
-	}
+	struct val **cols = g->cols;
+	g->cols = NULL;
+	const char *vm = r->ref;
 	const char *gm = fs(r, K.vm, "guest_metrics");
 	const struct db_row *gr = db_get(K.gm, gm);
 	bool changed = !gr;
@@ -1250,14 +1274,12 @@ static void guest_update(const char *vm, uint32_t domid)
 		changed |= !gr->cols[f] || !val_equal(gr->cols[f], cols[f]);
 	}
 	const struct db_row *mr = db_get(K.vmm, fs(r, K.vm, "metrics"));
-	bool mem_changed = have_info && mr &&
-			   (fi(mr, K.vmm, "memory_actual") != (int64_t)info.memory_actual ||
-			    fi(mr, K.vmm, "VCPUs_number") != (int64_t)info.vcpus_online);
-	if (!changed && !mem_changed) { /* polled, and nothing new */
-		db_unlock();
-		db_txn_free(t);
+	bool mem_changed = g->have_info && mr &&
+			   (fi(mr, K.vmm, "memory_actual") != (int64_t)g->info.memory_actual ||
+			    fi(mr, K.vmm, "VCPUs_number") != (int64_t)g->info.vcpus_online);
+	if (!changed && !mem_changed) {
 		api_cols_free(K.gm, cols);
-		return;
+		return 0;
 	}
 	if (!changed) {
 		api_cols_free(K.gm, cols);
@@ -1281,19 +1303,41 @@ static void guest_update(const char *vm, uint32_t domid)
 		db_txn_set(t, K.vm, vm, api_field(K.vm, "guest_metrics"), val_cstr_h(ref));
 	}
 	const char *m = fs(r, K.vm, "metrics");
-	if (have_info && db_get(K.vmm, m)) {
+	if (g->have_info && db_get(K.vmm, m)) {
 		db_txn_set(t, K.vmm, m, api_field(K.vmm, "memory_actual"),
-			   val_int_h((int64_t)info.memory_actual));
+			   val_int_h((int64_t)g->info.memory_actual));
 		db_txn_set(t, K.vmm, m, api_field(K.vmm, "VCPUs_number"),
-			   val_int_h(info.vcpus_online));
+			   val_int_h(g->info.vcpus_online));
 		db_txn_set(t, K.vmm, m, api_field(K.vmm, "last_updated"),
 			   val_datetime_h((int64_t)util_now()));
 	}
+	return changed ? 2 : 1;
+}
+
+/* A report of the running domain domid of vm, committed. */
+static void guest_update(const char *vm, uint32_t domid)
+{
+	struct guest_report g;
+	guest_read(domid, &g);
+	if (!g.cols)
+		return;
+	struct db_txn *t = db_txn_new();
+	db_rdlock();
+	const struct db_row *r = db_get(K.vm, vm);
+	int what = 0;
+	if (r && fi(r, K.vm, "domid") == (int64_t)domid)
+		what = guest_fill(t, r, &g);
+	else
+		api_cols_free(K.gm, g.cols);
 	db_unlock();
+	if (!what) {
+		db_txn_free(t);
+		return;
+	}
 	commit_log(t, "guest metrics", vm);
 	/* the guest's features decide clean_shutdown, clean_reboot, suspend
 	 * (the original's guest agent update recomputes them too) */
-	if (changed)
+	if (what == 2)
 		vm_update_allowed(vm);
 }
 
@@ -1509,8 +1553,7 @@ void vm_power_start(int clean_shutdown_timeout_s)
 	db_unlock();
 	for (int i = 0; i < nh; i++) {
 		log_info("resync: VM %s has no domain: Halted", h[i].ref);
-		if (vm_set_power_state(h[i].ref, "Halted", NULL, -1, &e) == 0)
-			metrics_after(h[i].ref, "Halted", NULL, false);
+		set_state(h[i].ref, "Halted", -1, NULL, &e);
 		xerr_clear(&e);
 	}
 	free(h);

@@ -1604,20 +1604,66 @@ int xenops_info(uint32_t domid, struct xenops_dominfo *out, struct xerr *err)
 }
 
 /* Append "<prefix><key>=<value>\n" for each listed key that exists. */
-static void gather(char *out, size_t n, uint32_t domid, const char *const *keys,
-		   const char *prefix)
+/* Many reads or directory listings in one round trip: val is the value
+ * (a listing: the names, each NUL-terminated, len bytes), NULL if absent;
+ * malloc'd. */
+struct get {
+	char path[192];
+	bool dir;
+	char *val;
+	size_t len;
+};
+
+static void got(void *ctx, int i, int err, const char *p, size_t len)
+{
+	struct get *g = (struct get *)ctx + i;
+	if (err)
+		return;
+	g->val = util_malloc(len + 1);
+	memcpy(g->val, p, len);
+	g->val[len] = 0;
+	g->len = len;
+}
+
+static void get_many(struct get *g, int n)
+{
+	struct xsq q;
+	xsq_init(&q, 0);
+	for (int i = 0; i < n; i++)
+		xsq_add(&q, g[i].dir ? XS_DIRECTORY : XS_READ, false, g[i].path, NULL, 0);
+	if (xsc_run_each(X.xsc, &q, got, g))
+		for (int i = 0; i < n; i++) { /* a failed batch: nothing is known */
+			free(g[i].val);
+			g[i].val = NULL;
+		}
+	xsq_free(&q);
+}
+
+static void gets_free(struct get *g, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(g[i].val);
+	free(g);
+}
+
+/* "name=value\n" lines of the keys (key, name pairs) that have values. */
+static void gather(char *out, size_t n, const char *const *keys, const struct get *g)
 {
 	size_t len = strlen(out);
-	for (int i = 0; keys[i]; i += 2) {
-		char *v = rd(NULL, "/local/domain/%u/%s", domid, keys[i]);
-		if (v && len < n)
-			len += (size_t)snprintf(out + len, n - len, "%s%s=%s\n", prefix, keys[i + 1], v);
-		free(v);
-	}
+	for (int i = 0; keys[i]; i += 2, g++)
+		if (g->val && len < n)
+			len += (size_t)snprintf(out + len, n - len, "%s=%s\n", keys[i + 1], g->val);
 	if (len >= n)
 		out[n - 1] = 0;
 }
 
+static bool is1(const struct get *g)
+{
+	return g->val && !strcmp(g->val, "1");
+}
+
+/* The guest agent's report, read in three round trips: the keys and the
+ * attr/vif listing; each NIC's address listings; the addresses. */
 int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 {
 	if (!X.hv)
@@ -1625,9 +1671,6 @@ int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 	if (!known_uuid(domid, NULL))
 		return no_domain(err, domid);
 	memset(out, 0, sizeof(*out));
-	char *upd = rd(NULL, "/local/domain/%u/data/updated", domid);
-	out->present = upd != NULL; /* the original trusts data/ once this exists */
-	free(upd);
 	static const char *const os[] = {
 		"data/os_name", "name", "data/os_uname", "uname", "data/os_distro", "distro",
 		"data/os_majorver", "major", "data/os_minorver", "minor", "attr/os/spmajor",
@@ -1636,53 +1679,70 @@ int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 		"attr/PVAddons/MajorVersion", "major", "attr/PVAddons/MinorVersion", "minor",
 		"attr/PVAddons/MicroVersion", "micro", "attr/PVAddons/BuildVersion", "build",
 		"attr/PVAddons/Application", "application", NULL };
-	gather(out->os_version, sizeof(out->os_version), domid, os, "");
-	gather(out->pv_drivers, sizeof(out->pv_drivers), domid, pv, "");
+	static const char *const more[] = {
+		"data/updated", "data/meminfo_free", "data/meminfo_total",
+		"control/feature-suspend", "control/feature-poweroff", "control/feature-shutdown",
+		"attr/vif", NULL };
+	enum { NOS = 7, NPV = 5, UPD = NOS + NPV, MFREE, MTOTAL, FSUSP, FPOFF, FSHUT, VIFS, NKEYS };
+	struct get *g = util_calloc(NKEYS, sizeof(*g));
+	for (int i = 0; i < NKEYS; i++) {
+		const char *k = i < NOS ? os[2 * i] : i < UPD ? pv[2 * (i - NOS)] : more[i - UPD];
+		PATHF(g[i].path, "/local/domain/%u/%s", domid, k);
+		g[i].dir = i == VIFS;
+	}
+	get_many(g, NKEYS);
+	out->present = g[UPD].val != NULL; /* the original trusts data/ once this exists */
+	gather(out->os_version, sizeof(out->os_version), os, g);
+	gather(out->pv_drivers, sizeof(out->pv_drivers), pv, g + NOS);
+	out->memory_free = g[MFREE].val ? strtoull(g[MFREE].val, NULL, 10) * 1024 : 0;
+	out->memory_total = g[MTOTAL].val ? strtoull(g[MTOTAL].val, NULL, 10) * 1024 : 0;
+	out->can_suspend = is1(&g[FSUSP]);
+	out->feature_shutdown = is1(&g[FPOFF]) || is1(&g[FSHUT]);
 	/* attr/vif/<n>/ipv4/<i> and ipv6/<i>: "<n>/ipv4/<i>", and "<n>/ip" for
 	 * the first IPv4 address */
-	char p[128];
-	PATHF(p, "/local/domain/%u/attr/vif", domid);
-	unsigned nvif = 0;
-	char **vifs = ls(p, &nvif);
+	static const char *const fam[] = { "ipv4", "ipv6" };
+	int nl = 0;
+	for (size_t o = 0; g[VIFS].val && o < g[VIFS].len; o += strlen(g[VIFS].val + o) + 1)
+		nl += 2;
+	struct get *l = util_calloc((size_t)nl + 1, sizeof(*l));
+	int k = 0;
+	for (size_t o = 0; g[VIFS].val && o < g[VIFS].len; o += strlen(g[VIFS].val + o) + 1)
+		for (int f = 0; f < 2; f++, k++) {
+			PATHF(l[k].path, "%.100s/%.40s/%s", g[VIFS].path, g[VIFS].val + o, fam[f]);
+			l[k].dir = true;
+		}
+	get_many(l, nl);
+	int na = 0;
+	for (int i = 0; i < nl; i++)
+		for (size_t o = 0; l[i].val && o < l[i].len; o += strlen(l[i].val + o) + 1)
+			na++;
+	struct get *a = util_calloc((size_t)na + 1, sizeof(*a));
+	k = 0;
+	for (int i = 0; i < nl; i++)
+		for (size_t o = 0; l[i].val && o < l[i].len; o += strlen(l[i].val + o) + 1, k++)
+			PATHF(a[k].path, "%s/%s", l[i].path, l[i].val + o);
+	get_many(a, na);
 	size_t len = 0, cap = sizeof(out->networks);
-	for (unsigned i = 0; vifs && i < nvif; i++) {
-		static const char *const fam[] = { "ipv4", "ipv6" };
-		for (unsigned f = 0; f < 2; f++) {
-			char q[192];
-			PATHF(q, "%s/%s/%s", p, vifs[i], fam[f]);
-			unsigned na = 0;
-			char **as = ls(q, &na);
-			for (unsigned a = 0; as && a < na; a++) {
-				char *ip = rd(NULL, "%s/%s", q, as[a]);
-				if (ip && len < cap && f == 0 && !strcmp(as[a], "0"))
-					len += (size_t)snprintf(out->networks + len, cap - len,
-								"%s/ip=%s\n", vifs[i], ip);
-				if (ip && len < cap)
-					len += (size_t)snprintf(out->networks + len, cap - len,
-								"%s/%s/%s=%s\n", vifs[i], fam[f],
-								as[a], ip);
-				free(ip);
-			}
-			free(as);
+	const char *vif = g[VIFS].val;
+	k = 0;
+	for (int i = 0; i < nl; i++) {
+		if (i && i % 2 == 0)
+			vif += strlen(vif) + 1;
+		for (size_t o = 0; l[i].val && o < l[i].len; o += strlen(l[i].val + o) + 1, k++) {
+			const char *idx = l[i].val + o, *ip = a[k].val;
+			if (ip && len < cap && i % 2 == 0 && !strcmp(idx, "0"))
+				len += (size_t)snprintf(out->networks + len, cap - len, "%s/ip=%s\n",
+							vif, ip);
+			if (ip && len < cap)
+				len += (size_t)snprintf(out->networks + len, cap - len, "%s/%s/%s=%s\n",
+							vif, fam[i % 2], idx, ip);
 		}
 	}
-	free(vifs);
 	if (len >= cap)
 		out->networks[cap - 1] = 0;
-	char *mf = rd(NULL, "/local/domain/%u/data/meminfo_free", domid);
-	char *mt = rd(NULL, "/local/domain/%u/data/meminfo_total", domid);
-	out->memory_free = mf ? strtoull(mf, NULL, 10) * 1024 : 0;
-	out->memory_total = mt ? strtoull(mt, NULL, 10) * 1024 : 0;
-	free(mf);
-	free(mt);
-	char *fs = rd(NULL, "/local/domain/%u/control/feature-suspend", domid);
-	char *fp = rd(NULL, "/local/domain/%u/control/feature-poweroff", domid);
-	char *fsh = rd(NULL, "/local/domain/%u/control/feature-shutdown", domid);
-	out->can_suspend = fs && !strcmp(fs, "1");
-	out->feature_shutdown = (fp && !strcmp(fp, "1")) || (fsh && !strcmp(fsh, "1"));
-	free(fs);
-	free(fp);
-	free(fsh);
+	gets_free(a, na);
+	gets_free(l, nl);
+	gets_free(g, NKEYS);
 	out->last_updated = util_now();
 	return 0;
 }

@@ -153,7 +153,7 @@ static int next_reply(struct xsc *c, struct xs_hdr *h, size_t *at)
 	}
 }
 
-int xsc_run(struct xsc *c, struct xsq *q, struct buf *last)
+int xsc_run_each(struct xsc *c, struct xsq *q, xsc_reply_fn fn, void *ctx)
 {
 	int err = q->err;
 	q->err = 0;
@@ -197,12 +197,8 @@ int xsc_run(struct xsc *c, struct xsq *q, struct buf *last)
 			err = e;
 		if (i == q->n - 1)
 			q->last_err = e;
-		if (last && i == q->n - 1) {
-			last->len = 0;
-			buf_add(last, c->in.p + at, h.len);
-			buf_reserve(last, 1);
-			last->p[last->len] = 0;
-		}
+		if (fn)
+			fn(ctx, i, e, c->in.p + at, h.len);
 	}
 	if (r) { /* the replies are out of step: start again on a new connection */
 		close(c->fd);
@@ -213,6 +209,28 @@ int xsc_run(struct xsc *c, struct xsq *q, struct buf *last)
 	q->out.len = 0;
 	q->n = 0;
 	return r ? r : err;
+}
+
+struct last {
+	struct buf *b;
+	int n;
+};
+
+static void keep_last(void *ctx, int i, int err, const char *p, size_t len)
+{
+	struct last *l = ctx;
+	if (i != l->n - 1)
+		return;
+	l->b->len = 0;
+	buf_add(l->b, p, len);
+	buf_reserve(l->b, 1);
+	l->b->p[l->b->len] = 0;
+}
+
+int xsc_run(struct xsc *c, struct xsq *q, struct buf *last)
+{
+	struct last l = { last, q->n };
+	return xsc_run_each(c, q, last ? keep_last : NULL, &l);
 }
 
 int xsc_call(struct xsc *c, uint32_t tx, uint32_t type, const char *a, const char *b,

@@ -53,6 +53,11 @@ void xsq_rm(struct xsq *q, const char *path);   /* an absent path is no error */
  * the last reply (NUL-terminated; replaced). */
 int xsc_run(struct xsc *c, struct xsq *q, struct buf *last);
 
+/* The same, handing each reply to fn: request i's error (-errno or 0) and
+ * payload (len bytes), valid during the call only. */
+typedef void (*xsc_reply_fn)(void *ctx, int i, int err, const char *p, size_t len);
+int xsc_run_each(struct xsc *c, struct xsq *q, xsc_reply_fn fn, void *ctx);
+
 /* One request and its reply: xsq_add + xsc_run. */
 int xsc_call(struct xsc *c, uint32_t tx, uint32_t type, const char *a, const char *b,
 	     size_t blen, struct buf *reply);
