@@ -263,13 +263,17 @@ static int in_tx_locked(void (*fill)(struct tx *t, void *arg), void *arg)
 		struct tx t = { .err = 0 };
 		xsq_init(&t.q, id);
 		fill(&t, arg);
+		if (t.err) {
+			xsq_free(&t.q);
+			xsc_tx_end(X.xsc, id, true);
+			return t.err;
+		}
+		/* the commit goes out with the writes: one round trip.  A write
+		 * that failed is then committed without it, and its error is
+		 * returned (a domain build that gets one destroys the domain). */
+		xsq_add(&t.q, XS_TRANSACTION_END, true, "T", NULL, 0);
 		r = flush(&t.q);
 		xsq_free(&t.q);
-		if (t.err || r) {
-			xsc_tx_end(X.xsc, id, true);
-			return t.err ? t.err : r;
-		}
-		r = xsc_tx_end(X.xsc, id, false);
 		if (r != -EAGAIN)
 			return r;
 	}
