@@ -26,6 +26,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,38 @@ enum { R_POWEROFF, R_REBOOT, R_SUSPEND, R_CRASH, R_HALT };
 
 enum fdkind { FD_LISTEN, FD_CLIENT, FD_XS };
 
+/* An intrusive list (circular, with a head): the sets the loop visits, so
+ * that it never scans every domid. */
+struct link {
+	struct link *prev, *next; /* NULL: not in a list */
+};
+
+#define LINK_OF(l, type, member) ((type *)(void *)((char *)(l) - offsetof(type, member)))
+
+static void link_init(struct link *head)
+{
+	head->prev = head->next = head;
+}
+
+static void link_add(struct link *head, struct link *l)
+{
+	if (l->next)
+		return;
+	l->prev = head->prev;
+	l->next = head;
+	head->prev->next = l;
+	head->prev = l;
+}
+
+static void link_del(struct link *l)
+{
+	if (!l->next)
+		return;
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	l->prev = l->next = NULL;
+}
+
 struct fdtag {
 	enum fdkind kind;
 };
@@ -75,6 +108,7 @@ struct xconn {
 	struct pend *q;         /* FIFO of answers awaited */
 	size_t qhead, qlen, qcap;
 	bool want_out, reading;
+	struct link unsent;     /* in g.unsent: requests queued, not yet sent */
 	struct xconn *dead_next; /* closed: freed after the loop's batch */
 };
 
@@ -106,6 +140,8 @@ struct dom {
 	struct xconn *xc;
 	struct dev *devs;
 	int ndevs, devcap;
+	struct link timer;      /* in g.timers: t_boot or t_down set */
+	struct link down;       /* in g.down: shut down (what LIST down answers) */
 };
 
 struct client {
@@ -124,6 +160,8 @@ static struct {
 	char *faults;
 	struct dom *doms[DOMID_MAX];
 	uint32_t ndoms, next_domid;
+	uint64_t charged_kib;   /* charge_kib() of every domain */
+	struct link timers, down, unsent;
 	struct xconn *priv;
 	struct xconn *dead;
 	volatile sig_atomic_t stop;
@@ -147,6 +185,7 @@ static void xc_close(struct xconn *c)
 	epoll_ctl(g.ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	c->fd = -1;
+	link_del(&c->unsent);
 	if (c->d)
 		c->d->xc = NULL;
 	c->d = NULL;
@@ -204,6 +243,8 @@ static void xc_req_tx(struct xconn *c, uint32_t type, uint32_t tx, const void *p
 	if (!c)
 		return;
 	xs_reply(&c->out, type, ++c->rid, tx, p, len);
+	if (c->fd >= 0) /* (a closed one is freed with what it queued) */
+		link_add(&g.unsent, &c->unsent);
 	if (c->qlen == c->qcap) {
 		size_t ncap = c->qcap ? c->qcap * 2 : 8;
 		struct pend *nq = util_calloc(ncap, sizeof(*nq));
@@ -371,10 +412,7 @@ static uint64_t charge_kib(const struct dom *d)
 
 static uint64_t free_kib(void)
 {
-	uint64_t used = g.dom0_kib;
-	for (uint32_t i = 1; i < DOMID_MAX; i++)
-		if (g.doms[i])
-			used += charge_kib(g.doms[i]);
+	uint64_t used = g.dom0_kib + g.charged_kib;
 	return used >= g.host_kib ? 0 : g.host_kib - used;
 }
 
@@ -415,6 +453,7 @@ static void dom_shutdown(struct dom *d, int reason)
 	d->state = ST_SHUTDOWN;
 	d->reason = reason;
 	d->t_boot = d->t_down = 0;
+	link_add(&g.down, &d->down);
 	if (d->xc)
 		xc_flush(d->xc); /* what it wrote before (the acknowledgement) */
 	xc_close(d->xc);
@@ -430,6 +469,9 @@ static void dom_shutdown(struct dom *d, int reason)
 static void dom_free(struct dom *d)
 {
 	xc_close(d->xc);
+	link_del(&d->timer);
+	link_del(&d->down);
+	g.charged_kib -= charge_kib(d);
 	g.doms[d->domid] = NULL;
 	g.ndoms--;
 	free(d->devs);
@@ -471,6 +513,7 @@ static struct dom *dom_new(const char *uuid, uint64_t kib, uint32_t vcpus, int *
 	d->f_crash = has_fault("crash", uuid);
 	g.doms[id] = d;
 	g.ndoms++;
+	g.charged_kib += charge_kib(d);
 	return d;
 }
 
@@ -480,8 +523,10 @@ static void dom_unpause(struct dom *d)
 		return;
 	d->state = ST_RUNNING;
 	d->run_since = now_mono();
-	if (!d->booted && !d->t_boot)
+	if (!d->booted && !d->t_boot) {
 		d->t_boot = now_mono() + g.boot_ms / 1000.0;
+		link_add(&g.timers, &d->timer);
+	}
 	xc_set_reading(d->xc, true);
 }
 
@@ -783,6 +828,7 @@ static void ctl_ended(struct dom *d, const char *val, size_t len, int err, uint6
 		return;
 	d->down_reason = (int)r;
 	d->t_down = now_mono() + g.shutdown_ms / 1000.0;
+	link_add(&g.timers, &d->timer);
 }
 
 static void ctl_read(struct dom *d, const char *val, size_t len, int err, uint64_t tx)
@@ -898,16 +944,24 @@ static void guest_boot(struct dom *d)
 	xs_watch(c, "device", "dev");
 	/* the guest agent */
 	agent_report(d);
-	if (d->f_crash)
-		d->t_down = now_mono() + g.boot_ms / 1000.0, d->down_reason = R_CRASH;
+	if (d->f_crash) {
+		d->t_down = now_mono() + g.boot_ms / 1000.0;
+		d->down_reason = R_CRASH;
+		link_add(&g.timers, &d->timer);
+	}
 }
 
 static double timers_run(void)
 {
 	double now = now_mono(), next = 0;
-	for (uint32_t i = 1; i < DOMID_MAX && g.ndoms; i++) {
-		struct dom *d = g.doms[i];
-		if (!d || d->state != ST_RUNNING)
+	for (struct link *l = g.timers.next, *ln; l != &g.timers; l = ln) {
+		ln = l->next; /* d may leave the list, no other domain does */
+		struct dom *d = LINK_OF(l, struct dom, timer);
+		if (!d->t_boot && !d->t_down) {
+			link_del(&d->timer);
+			continue;
+		}
+		if (d->state != ST_RUNNING)
 			continue;
 		if (d->t_boot && d->t_boot <= now)
 			guest_boot(d);
@@ -971,6 +1025,15 @@ static void request(struct client *cl, char *line)
 		buf_printf(o, "OK %" PRIu64 " %" PRIu64 "\n", g.host_kib, free_kib());
 		return;
 	}
+	if (!strcmp(cmd, "LIST") && argc == 2 && !strcmp(argv[1], "down")) {
+		uint32_t n = 0;
+		for (struct link *l = g.down.next; l != &g.down; l = l->next)
+			n++;
+		buf_printf(o, "OK %u\n", n);
+		for (struct link *l = g.down.next; l != &g.down; l = l->next)
+			info_line(o, LINK_OF(l, struct dom, down));
+		return;
+	}
 	if (!strcmp(cmd, "LIST")) {
 		buf_printf(o, "OK %u\n", g.ndoms);
 		for (uint32_t i = 1; i < DOMID_MAX; i++)
@@ -1025,6 +1088,7 @@ static void request(struct client *cl, char *line)
 			buf_printf(o, "ERR %d %" PRIu64 "\n", ENOMEM, free_kib());
 			return;
 		}
+		g.charged_kib += charge_kib(&t) - charge_kib(d);
 		d->max_kib = kib;
 		if (d->mem_kib > kib)
 			d->mem_kib = kib;
@@ -1136,6 +1200,9 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 
+	link_init(&g.timers);
+	link_init(&g.down);
+	link_init(&g.unsent);
 	g.ep = epoll_create1(EPOLL_CLOEXEC);
 	char path[512];
 	snprintf(path, sizeof(path), "%s/sim.sock", g.dir);
@@ -1163,11 +1230,11 @@ int main(int argc, char **argv)
 			double dt = next - now_mono();
 			timeout = dt <= 0 ? 0 : (int)(dt * 1000) + 1;
 		}
-		for (uint32_t i = 1; i < DOMID_MAX && g.ndoms; i++)
-			if (g.doms[i] && g.doms[i]->xc)
-				xc_flush(g.doms[i]->xc);
-		if (g.priv)
-			xc_flush(g.priv);
+		while (g.unsent.next != &g.unsent) {
+			struct xconn *x = LINK_OF(g.unsent.next, struct xconn, unsent);
+			link_del(&x->unsent);
+			xc_flush(x);
+		}
 		struct epoll_event evs[64];
 		int n = epoll_wait(g.ep, evs, 64, timeout);
 		for (int i = 0; i < n; i++) {

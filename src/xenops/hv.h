@@ -50,6 +50,9 @@ struct hv_ops {
 	int (*domain_shutdown)(uint32_t domid, enum xenops_reason why);
 	int (*domain_getinfo)(uint32_t domid, struct hv_info *out);
 	int (*domain_list)(struct hv_info **out, int *n); /* *out malloc'd */
+	/* As domain_list, only the domains shut down or dying (what
+	 * @releaseDomain is about): the cost follows those, not all. */
+	int (*domain_list_down)(struct hv_info **out, int *n);
 	int (*domain_setmaxmem)(uint32_t domid, uint64_t kib);
 	int (*domain_set_vcpus)(uint32_t domid, uint32_t online);
 	/* bytes: what the host has and what is free */

@@ -298,10 +298,11 @@ static int sim_getinfo(uint32_t domid, struct hv_info *o)
 	return r ? r : parse_info(out, o);
 }
 
-static int sim_list(struct hv_info **out, int *n)
+/* LIST [filter]: "OK n", then n info lines. */
+static int list(const char *req, struct hv_info **out, int *n)
 {
 	char line[256];
-	int r = call_v(line, sizeof(line), true, "LIST");
+	int r = call_v(line, sizeof(line), true, "%s", req);
 	if (r)
 		return r;
 	int cnt = atoi(line);
@@ -320,6 +321,9 @@ static int sim_list(struct hv_info **out, int *n)
 	*n = cnt;
 	return 0;
 }
+
+static int sim_list(struct hv_info **out, int *n) { return list("LIST", out, n); }
+static int sim_list_down(struct hv_info **out, int *n) { return list("LIST down", out, n); }
 
 static int sim_host_memory(uint64_t *total, uint64_t *free_b)
 {
@@ -401,6 +405,7 @@ const struct hv_ops hv_sim = {
 	.domain_shutdown = sim_shutdown,
 	.domain_getinfo = sim_getinfo,
 	.domain_list = sim_list,
+	.domain_list_down = sim_list_down,
 	.domain_setmaxmem = sim_setmaxmem,
 	.domain_set_vcpus = sim_set_vcpus,
 	.host_memory = sim_host_memory,

@@ -721,11 +721,9 @@ static void release_domain_event(void)
 {
 	struct hv_info *v = NULL;
 	int n = 0;
-	if (X.hv->domain_list(&v, &n))
+	if (X.hv->domain_list_down(&v, &n))
 		return;
 	for (int i = 0; i < n; i++) {
-		if (v[i].state != XENOPS_SHUTDOWN && v[i].state != XENOPS_DYING)
-			continue;
 		bool report = false;
 		pthread_mutex_lock(&X.lock);
 		struct known *k = v[i].domid < DOMID_MAX ? X.known[v[i].domid] : NULL;

@@ -7,6 +7,7 @@ Debian's xenstore-* tools through XENSTORED_PATH.  See docs/vm.md.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -200,6 +201,36 @@ def test_clean_shutdown_fires_release_domain_and_destroy_cleans_up(host):
     assert c.ok("list") == ""
     # domids keep increasing, as Xen's
     assert int(c.ok("start", spec(2))) == d + 1
+
+
+def sim_request(host, line):
+    """One request to cxapi-simguest on sim.sock; its answer's lines."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(os.path.join(host.dir, "sim.sock"))
+        f = s.makefile("r")
+        s.sendall((line + "\n").encode())
+        first = f.readline().rstrip("\n")
+        n = int(first.split()[1]) if line.startswith("LIST") else 0
+        return [first] + [f.readline().rstrip("\n") for _ in range(n)]
+
+
+def test_list_down_names_only_the_domains_shut_down(host):
+    # @releaseDomain asks for these only: its cost follows them, not all
+    c = host.cli()
+    d1 = int(c.ok("start", spec(1)))
+    d2 = int(c.ok("start", spec(2)))
+    host.wait_key("/local/domain/%d/data/updated" % d2, "1")
+    assert sim_request(host, "LIST down") == ["OK 0"]
+    free = int(c.ok("free"))
+    c.ok("shutdown", d1, "poweroff", 5)
+    assert c("wait-event", "domain", d1, 5) == "ok"
+    down = sim_request(host, "LIST down")
+    assert down[0] == "OK 1" and down[1].split()[:4] == [str(d1), UUID % 1, "2", "0"]
+    assert sim_request(host, "LIST")[0] == "OK 2"
+    c.ok("destroy", d1)
+    assert sim_request(host, "LIST down") == ["OK 0"]
+    assert int(c.ok("free")) == free + (256 << 20) + (2 << 20)
+    assert [l.split()[0] for l in sim_request(host, "LIST")] == ["OK", str(d2)]
 
 
 def test_reboot_halt_and_pause(host):
