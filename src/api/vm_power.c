@@ -202,7 +202,9 @@ static char *platform_json(const struct val *m)
 	return s;
 }
 
-static int spec_build(const char *vm, struct spec *s, struct xerr *e)
+/* What vm's domain is built from; attached: only the VBDs and VIFs
+ * currently attached (a running domain's, to write its tree again). */
+static int spec_build(const char *vm, struct spec *s, bool attached, struct xerr *e)
 {
 	memset(s, 0, sizeof(*s));
 	db_rdlock();
@@ -239,7 +241,7 @@ static int spec_build(const char *vm, struct spec *s, struct xerr *e)
 	s->nics = util_calloc(nn + 1, sizeof(*s->nics));
 	for (uint32_t i = 0; i < nb; i++) {
 		const struct db_row *b = db_get(K.vbd, vbds->u.items[i]->u.s);
-		if (!b)
+		if (!b || (attached && !fb(b, K.vbd, "currently_attached")))
 			continue;
 		disk_from_row(b, hvm, &s->disks[s->v.ndisks]);
 		cpy(s->vbd_refs[s->v.ndisks], DB_REF_MAX, b->ref);
@@ -248,7 +250,7 @@ static int spec_build(const char *vm, struct spec *s, struct xerr *e)
 	}
 	for (uint32_t i = 0; i < nn; i++) {
 		const struct db_row *f = db_get(K.vif, vifs->u.items[i]->u.s);
-		if (f)
+		if (f && (!attached || fb(f, K.vif, "currently_attached")))
 			nic_from_row(f, &s->nics[s->v.nnics++]);
 	}
 	db_unlock();
@@ -376,7 +378,7 @@ static int set_state(const char *vm, const char *state, int64_t domid, const str
 static int domain_start(const char *vm, bool paused, struct xerr *e)
 {
 	struct spec s;
-	if (spec_build(vm, &s, e) < 0)
+	if (spec_build(vm, &s, false, e) < 0)
 		return -1;
 	uint32_t domid;
 	int rc = xenops_start(&s.v, paused, &domid, e);
@@ -780,7 +782,7 @@ static void resume_do(struct api_ctx *c, const char *vm, bool paused)
 	cpy(vdi, sizeof(vdi), fs(db_get(K.vm, vm), K.vm, "suspend_VDI"));
 	db_unlock();
 	struct spec s;
-	if (spec_build(vm, &s, &c->err) < 0)
+	if (spec_build(vm, &s, false, &c->err) < 0)
 		return;
 	int fd = read_image(vdi, c->task, &c->err);
 	uint32_t domid;
@@ -1399,8 +1401,60 @@ static void domain_down(const char *vm, uint32_t domid, enum xenops_reason why)
 	vm_op_end(vm, key);
 }
 
+/* The guests' VMs with their domains: Running ones, and Paused ones too if
+ * paused.  *out malloc'd; returns how many. */
+struct dom {
+	char ref[DB_REF_MAX];
+	uint32_t domid;
+};
+
+static int doms_of(struct dom **out, bool paused)
+{
+	struct dom *v = NULL;
+	int n = 0, cap = 0;
+	db_rdlock();
+	for (struct db_row *r = db_next(K.vm, NULL); r; r = db_next(K.vm, r)) {
+		const char *ps = fs(r, K.vm, "power_state");
+		if (fb(r, K.vm, "is_control_domain") || fi(r, K.vm, "domid") < 0 ||
+		    (strcmp(ps, "Running") && (!paused || strcmp(ps, "Paused"))))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = util_realloc(v, (size_t)cap * sizeof(*v));
+		}
+		cpy(v[n].ref, DB_REF_MAX, r->ref);
+		v[n++].domid = (uint32_t)fi(r, K.vm, "domid");
+	}
+	db_unlock();
+	*out = v;
+	return n;
+}
+
+/* xenstored restarted: the running domains' trees, written again if the
+ * store lost them (xenops_rewrite). */
+static void trees_rewrite(void)
+{
+	struct dom *v;
+	int n = doms_of(&v, true);
+	for (int i = 0; i < n; i++) {
+		struct spec s;
+		struct xerr e = {0};
+		if (spec_build(v[i].ref, &s, true, &e) == 0) {
+			if (xenops_rewrite(&s.v, v[i].domid, &e) < 0)
+				log_warn("VM %s: %s", v[i].ref, e.n ? e.params[0] : e.code);
+			spec_free(&s);
+		}
+		xerr_clear(&e);
+	}
+	free(v);
+}
+
 static void ev_handle(const struct ev *q)
 {
+	if (q->ev == XENOPS_EV_STORE) {
+		trees_rewrite();
+		return;
+	}
 	char vm[DB_REF_MAX] = "";
 	db_rdlock();
 	const struct db_row *r = db_get_by_uuid(K.vm, q->uuid);
@@ -1435,23 +1489,8 @@ static void ev_handle(const struct ev *q)
 
 static void guest_poll(void)
 {
-	struct dom {
-		char ref[DB_REF_MAX];
-		uint32_t domid;
-	} *v = NULL;
-	int n = 0, cap = 0;
-	db_rdlock();
-	for (struct db_row *r = db_next(K.vm, NULL); r; r = db_next(K.vm, r)) {
-		if (fb(r, K.vm, "is_control_domain") || strcmp(fs(r, K.vm, "power_state"), "Running"))
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			v = util_realloc(v, (size_t)cap * sizeof(*v));
-		}
-		cpy(v[n].ref, DB_REF_MAX, r->ref);
-		v[n++].domid = (uint32_t)fi(r, K.vm, "domid");
-	}
-	db_unlock();
+	struct dom *v;
+	int n = doms_of(&v, false);
 	for (int i = 0; i < n; i++)
 		guest_update(v[i].ref, v[i].domid);
 	free(v);

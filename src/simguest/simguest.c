@@ -134,6 +134,7 @@ struct dom {
 	bool booted;
 	bool f_ignore_shutdown, f_crash;
 	double t_boot, t_down;  /* deadlines (monotonic seconds), 0: none */
+	double reconnect_until; /* lost xenstored: t_boot retries the connect until then */
 	int down_reason;
 	bool closing;           /* shutting down: closing its devices (t_down: give up) */
 	uint32_t next_port, next_gref; /* its event channels and grant refs */
@@ -917,6 +918,21 @@ static void agent_report(struct dom *d)
 	xs_write(c, "data/updated", "1");
 }
 
+/* A booted guest lost xenstored (it restarted): it connects again once
+ * the toolstack has introduced the domain again (at most 30 s, retried
+ * every 100 ms), and then does what it did at boot; its devices are found
+ * again and connect again (still Connected ones are taken as they are). */
+static void guest_lost(struct dom *d)
+{
+	if (!d->booted || d->state == ST_SHUTDOWN || d->state == ST_DYING)
+		return;
+	d->booted = false;
+	d->ndevs = 0;
+	d->reconnect_until = now_mono() + 30;
+	d->t_boot = now_mono() + 0.1;
+	link_add(&g.timers, &d->timer);
+}
+
 /* The kernel has booted: connect as the domain and start serving. */
 static void guest_boot(struct dom *d)
 {
@@ -924,6 +940,12 @@ static void guest_boot(struct dom *d)
 	char path[512];
 	snprintf(path, sizeof(path), "%s/domain/%u/socket", g.rundir, d->domid);
 	d->xc = xc_open(path, d);
+	if (!d->xc && now_mono() < d->reconnect_until) {
+		d->t_boot = now_mono() + 0.1;
+		link_add(&g.timers, &d->timer);
+		return;
+	}
+	d->reconnect_until = 0;
 	if (!d->xc) {
 		log_err("simguest: domain %u: cannot connect to %s: %s", d->domid, path,
 			strerror(errno));
@@ -1265,9 +1287,11 @@ int main(int argc, char **argv)
 					xc_input(x);
 				} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
 					/* xenstored released the domain or went away */
-					if (x->d)
+					if (x->d) {
 						log_warn("simguest: domain %u lost xenstored",
 							 x->d->domid);
+						guest_lost(x->d);
+					}
 					xc_close(x);
 				}
 			}

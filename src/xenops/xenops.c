@@ -28,6 +28,7 @@
 #include <xen/io/xenbus.h>
 #include <xen/io/xs_wire.h>
 
+#include "base/log.h"
 #include "base/util.h"
 #include "xenops/hv.h"
 #include "xenops/xenops.h"
@@ -48,7 +49,9 @@ struct known {
 
 static struct {
 	const struct hv_ops *hv;
-	struct xs_handle *xs;   /* libxenstore: watches */
+	struct xs_handle *xs;   /* libxenstore: watches; replaced under xs_lock */
+	pthread_rwlock_t xs_lock;
+	char *sock, *rundir, *xenstored_bin, *state_dir; /* to reconnect, or restart it */
 	struct xsc *xsc;        /* our pipelined client: everything else */
 	xenops_event_fn fn;
 	void *ctx;
@@ -58,7 +61,8 @@ static struct {
 	pthread_cond_t changed;
 	uint64_t gen;
 	struct known *known[DOMID_MAX];
-} X = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER };
+} X = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER,
+	.xs_lock = PTHREAD_RWLOCK_INITIALIZER };
 
 static const char *const reason_names[] = { "poweroff", "reboot", "suspend", "crash", "halt" };
 
@@ -736,6 +740,60 @@ static void release_domain_event(void)
 	free(v);
 }
 
+static bool watch_all(void);
+static void dom0_keys(void);
+static int start_xenstored(const char *bin, const char *state_dir, const char *sock,
+			   const char *rundir, struct xerr *err);
+
+/* Whether libxenstore's connection still works (a watch read failed). */
+static bool store_alive(void)
+{
+	unsigned n = 0;
+	char **d = xs_directory(X.xs, XBT_NULL, "/", &n);
+	free(d);
+	return d != NULL;
+}
+
+/* xenstored went away (restarted, or died): connect to it again, starting
+ * it if it is not back within 2 s, and watch again; then the API layer
+ * rewrites the running domains' trees (XENOPS_EV_STORE, xenops_rewrite),
+ * which a restart without its dump lost. */
+static void store_reconnect(void)
+{
+	log_warn("xenops: lost xenstored; reconnecting");
+	struct xs_handle *h = NULL;
+	for (int tries = 0; !X.stopping && !h; tries++) {
+		if (tries == 20) {
+			struct xerr e = {0};
+			if (start_xenstored(X.xenstored_bin, X.state_dir, X.sock, X.rundir, &e))
+				log_warn("%s", e.n ? e.params[0] : e.code);
+			xerr_clear(&e);
+		}
+		int fd = hv_connect_unix(X.sock, 0);
+		if (fd >= 0) {
+			close(fd);
+			h = xs_open(0);
+		}
+		if (!h) {
+			struct timespec ts = { 0, 100 * 1000 * 1000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (!h)
+		return;
+	pthread_rwlock_wrlock(&X.xs_lock);
+	xs_close(X.xs);
+	X.xs = h;
+	pthread_rwlock_unlock(&X.xs_lock);
+	xsc_reset(X.xsc);
+	dom0_keys();
+	watch_all();
+	log_info("xenops: reconnected to xenstored");
+	if (X.fn)
+		X.fn(X.ctx, XENOPS_EV_STORE, "", 0);
+	release_domain_event(); /* domains that went down meanwhile */
+}
+
 static void *watcher_main(void *arg)
 {
 	while (!X.stopping) {
@@ -744,6 +802,10 @@ static void *watcher_main(void *arg)
 		if (!w) {
 			if (X.stopping)
 				break;
+			if (!store_alive()) {
+				store_reconnect();
+				continue;
+			}
 			struct timespec ts = { 0, 100 * 1000 * 1000 };
 			nanosleep(&ts, NULL);
 			continue;
@@ -807,15 +869,35 @@ static int wait_for(int (*check)(void *), void *arg, double timeout_s,
 	}
 }
 
+static void xs_watch_set(const char *path, const char *tok, bool on)
+{
+	pthread_rwlock_rdlock(&X.xs_lock);
+	on ? xs_watch(X.xs, path, tok) : xs_unwatch(X.xs, path, tok);
+	pthread_rwlock_unlock(&X.xs_lock);
+}
+
 static void watch_domain(uint32_t domid, bool on)
 {
 	char p[128], tok[32];
 	PATHF(p, "/local/domain/%u/device", domid);
 	snprintf(tok, sizeof(tok), "d%u", domid);
-	on ? xs_watch(X.xs, p, tok) : xs_unwatch(X.xs, p, tok);
+	xs_watch_set(p, tok, on);
 	PATHF(p, "/local/domain/%u/data/updated", domid);
 	snprintf(tok, sizeof(tok), "g%u", domid);
-	on ? xs_watch(X.xs, p, tok) : xs_unwatch(X.xs, p, tok);
+	xs_watch_set(p, tok, on);
+}
+
+/* @releaseDomain and every known domain's keys (at start, and after
+ * reconnecting to xenstored).  Whether @releaseDomain is watched. */
+static bool watch_all(void)
+{
+	for (uint32_t d = 1; d < DOMID_MAX; d++)
+		if (known_uuid(d, NULL))
+			watch_domain(d, true);
+	pthread_rwlock_rdlock(&X.xs_lock);
+	bool ok = xs_watch(X.xs, "@releaseDomain", "rel");
+	pthread_rwlock_unlock(&X.xs_lock);
+	return ok;
 }
 
 /* ---- the domain's tree -------------------------------------------------- */
@@ -1023,23 +1105,26 @@ static int introduce(uint32_t domid)
 	return xsc_call(X.xsc, 0, XS_INTRODUCE, id, rest, (size_t)n + 1, NULL);
 }
 
-/* After create (or restore), as libxl's domain create: the tree, introduce,
- * the devices one by one (disks, the console, NICs; each with its backend
- * probe and hotplug script), then unpause. */
-static int domain_build(const struct xenops_vm *vm, uint32_t domid, bool paused,
-			struct xerr *err)
+/* The device numbers of vm's disks (xvda: 51712, ...); -1 with err set
+ * (INVALID_DEVICE) for a name that has none. */
+static int disk_devids(const struct xenops_vm *vm, int *devids, struct xerr *err)
 {
-	int devids[vm->ndisks + 1];
 	for (int i = 0; i < vm->ndisks; i++) {
 		devids[i] = vdev_number(vm->disks[i].device, vm->disks[i].userdevice);
 		if (devids[i] < 0) {
-			domain_destroy(domid, vm->uuid);
 			xerr_set(err, "INVALID_DEVICE", 1, vm->disks[i].device);
 			return -1;
 		}
 	}
+	return 0;
+}
+
+/* As libxl's domain create after the hypervisor's part: the tree,
+ * introduce, the devices one by one (disks, the console, NICs; each with
+ * its backend probe and hotplug script). */
+static int tree_write(const struct xenops_vm *vm, uint32_t domid, const int *devids)
+{
 	struct build b = { vm, domid, devids };
-	known_add(domid, vm->uuid, false);
 	int r = in_tx(domain_tree, &b);
 	if (!r)
 		r = introduce(domid);
@@ -1050,6 +1135,20 @@ static int domain_build(const struct xenops_vm *vm, uint32_t domid, bool paused,
 		r = device_add(domid, NULL, NULL, 0);
 	for (int i = 0; !r && i < vm->nnics; i++)
 		r = device_add(domid, NULL, &vm->nics[i], vm->nics[i].devid);
+	return r;
+}
+
+/* After create (or restore): the tree and devices, then unpause. */
+static int domain_build(const struct xenops_vm *vm, uint32_t domid, bool paused,
+			struct xerr *err)
+{
+	int devids[vm->ndisks + 1];
+	if (disk_devids(vm, devids, err)) {
+		domain_destroy(domid, vm->uuid);
+		return -1;
+	}
+	known_add(domid, vm->uuid, false);
+	int r = tree_write(vm, domid, devids);
 	if (!r)
 		watch_domain(domid, true);
 	if (!r && !paused)
@@ -1064,7 +1163,7 @@ static int domain_build(const struct xenops_vm *vm, uint32_t domid, bool paused,
 
 /* ---- the interface ------------------------------------------------------ */
 
-static int start_xenstored(const struct xenops_settings *s, const char *sock,
+static int start_xenstored(const char *bin, const char *state_dir, const char *sock,
 			   const char *rundir, struct xerr *err)
 {
 	int fd = hv_connect_unix(sock, 0);
@@ -1072,12 +1171,11 @@ static int start_xenstored(const struct xenops_settings *s, const char *sock,
 		close(fd);
 		return 0;
 	}
-	if (!s->xenstored_bin || access(s->xenstored_bin, X_OK))
-		return fail(err, "xenops: no xenstored to start (%s)",
-			    s->xenstored_bin ? s->xenstored_bin : "unset");
+	if (!bin || access(bin, X_OK))
+		return fail(err, "xenops: no xenstored to start (%s)", bin ? bin : "unset");
 	char log[PATH_MAX];
-	snprintf(log, sizeof(log), "%s/xenstored.log", s->state_dir);
-	char *argv[] = { (char *)s->xenstored_bin, "--socket", (char *)sock, "--rundir",
+	snprintf(log, sizeof(log), "%s/xenstored.log", state_dir);
+	char *argv[] = { (char *)bin, "--socket", (char *)sock, "--rundir",
 			 (char *)rundir, NULL };
 	char pidf[PATH_MAX + 32];
 	snprintf(pidf, sizeof(pidf), "%s/xenstored.pid", rundir);
@@ -1121,8 +1219,13 @@ int xenops_init(const struct xenops_settings *s, xenops_event_fn fn, void *ctx, 
 	int r = util_mkdir_p(rundir, 0755);
 	if (r)
 		return fail(err, "xenops: cannot create %s: %s", rundir, strerror(-r));
-	if (start_xenstored(s, sock, rundir, err))
+	if (start_xenstored(s->xenstored_bin, s->state_dir, sock, rundir, err))
 		return -1;
+	free(X.sock), free(X.rundir), free(X.xenstored_bin), free(X.state_dir);
+	X.sock = util_strdup(sock);
+	X.rundir = util_strdup(rundir);
+	X.xenstored_bin = s->xenstored_bin ? util_strdup(s->xenstored_bin) : NULL;
+	X.state_dir = util_strdup(s->state_dir);
 	/* libxenstore finds the daemon through XENSTORED_PATH only */
 	setenv("XENSTORED_PATH", sock, 1);
 	X.xs = xs_open(0);
@@ -1155,13 +1258,11 @@ int xenops_init(const struct xenops_settings *s, xenops_event_fn fn, void *ctx, 
 		for (int i = 0; i < n; i++) {
 			bool down = v[i].state == XENOPS_SHUTDOWN || v[i].state == XENOPS_DYING;
 			known_add(v[i].domid, v[i].uuid, down);
-			watch_domain(v[i].domid, true);
 		}
 		free(v);
 	}
 	X.stopping = false;
-	if (!xs_watch(X.xs, "@releaseDomain", "rel") ||
-	    pthread_create(&X.watcher, NULL, watcher_main, NULL)) {
+	if (!watch_all() || pthread_create(&X.watcher, NULL, watcher_main, NULL)) {
 		xenops_shutdown();
 		return fail(err, "xenops: cannot watch @releaseDomain");
 	}
@@ -1174,7 +1275,7 @@ void xenops_shutdown(void)
 	if (X.watcher_on) {
 		X.stopping = true;
 		/* a new watch fires at once: it wakes the watcher to see stopping */
-		xs_watch(X.xs, "/local/domain/0", "stop");
+		xs_watch_set("/local/domain/0", "stop", true);
 		pthread_join(X.watcher, NULL);
 		X.watcher_on = false;
 	}
@@ -1188,6 +1289,8 @@ void xenops_shutdown(void)
 	X.hv = NULL;
 	for (uint32_t i = 0; i < DOMID_MAX; i++)
 		known_del(i);
+	free(X.sock), free(X.rundir), free(X.xenstored_bin), free(X.state_dir);
+	X.sock = X.rundir = X.xenstored_bin = X.state_dir = NULL;
 }
 
 static int not_ready(struct xerr *err)
@@ -1224,6 +1327,23 @@ int xenops_start(const struct xenops_vm *vm, bool paused, uint32_t *domid, struc
 	if (r)
 		return hv_fail(err, 0, "domain create", r);
 	return domain_build(vm, *domid, paused, err);
+}
+
+int xenops_rewrite(const struct xenops_vm *vm, uint32_t domid, struct xerr *err)
+{
+	if (!X.hv)
+		return not_ready(err);
+	if (!known_uuid(domid, NULL))
+		return no_domain(err, domid);
+	char *there = rd(NULL, "/local/domain/%u/domid", domid);
+	free(there);
+	if (there) /* a restart that kept its store */
+		return 0;
+	int devids[vm->ndisks + 1];
+	if (disk_devids(vm, devids, err))
+		return -1;
+	int r = tree_write(vm, domid, devids);
+	return r ? fail(err, "xenops: rewriting the tree of domain %u: %s", domid, strerror(-r)) : 0;
 }
 
 struct shut_wait {

@@ -86,7 +86,9 @@ struct xenops_guest {
  * the guest agent wrote new data, or a device changed state.  Called on the
  * domain manager's own thread; the API layer must not block in it (queue a
  * job). */
-enum xenops_event { XENOPS_EV_DOMAIN, XENOPS_EV_GUEST, XENOPS_EV_DEVICE };
+enum xenops_event { XENOPS_EV_DOMAIN, XENOPS_EV_GUEST, XENOPS_EV_DEVICE,
+		    XENOPS_EV_STORE /* reconnected to a restarted xenstored: call
+				       xenops_rewrite for each domain (no vm/domid) */ };
 typedef void (*xenops_event_fn)(void *ctx, enum xenops_event ev, const char *vm_uuid,
 				uint32_t domid);
 
@@ -110,6 +112,10 @@ void xenops_shutdown(void); /* at daemon stop: leaves domains running */
  * (unless paused) unpause it.  *domid set on success.  On failure nothing is
  * left behind. */
 int xenops_start(const struct xenops_vm *vm, bool paused, uint32_t *domid, struct xerr *err);
+/* After xenstored restarted without its store: write the running domain's
+ * tree and devices again (vm: its configuration with the devices now
+ * plugged), introduce it; nothing if its tree is there. */
+int xenops_rewrite(const struct xenops_vm *vm, uint32_t domid, struct xerr *err);
 /* Ask the guest to power off / reboot / suspend (control/shutdown) and wait
  * until the domain has shut down with that reason, at most timeout_s
  * (VM_SHUTDOWN_TIMEOUT), honouring cancel (a nonzero return: TASK_CANCELLED). */

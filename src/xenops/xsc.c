@@ -50,6 +50,16 @@ void xsc_close(struct xsc *c)
 	free(c);
 }
 
+void xsc_reset(struct xsc *c)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->in.len = c->pos = 0;
+	pthread_mutex_unlock(&c->lock);
+}
+
 void xsq_init(struct xsq *q, uint32_t tx)
 {
 	memset(q, 0, sizeof(*q));

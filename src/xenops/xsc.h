@@ -23,6 +23,8 @@ struct xsc;
 /* Connect to xenstored's Unix socket; NULL with errno set. */
 struct xsc *xsc_open(const char *sock);
 void xsc_close(struct xsc *c);
+/* Drop the connection (xenstored restarted): the next batch reconnects. */
+void xsc_reset(struct xsc *c);
 
 /* A batch of requests, all in transaction tx (0: none). */
 struct xsq {

@@ -467,3 +467,49 @@ def test_vdi_allowed_operations_follow_attachment(s):
     assert "destroy" not in s.xenapi.VDI.get_allowed_operations(vdi)
     s.xenapi.VM.hard_shutdown(vm)
     assert sorted(s.xenapi.VDI.get_allowed_operations(vdi)) == sorted(before)
+
+
+@pytest.mark.parametrize("how", ["kill9", "sigterm"])
+def test_xenstored_restart(xapi_bin, XenAPI, how):
+    """xenstored dies (kill -9: its store is lost) or stops cleanly (SIGTERM:
+    it dumps its store): xapi reconnects, starting it again when nobody
+    does, rewrites the lost trees of the running VMs; their guests connect
+    again, their devices come back to Connected, and they still answer a
+    clean shutdown."""
+    import os
+    import signal
+    d = tempfile.mkdtemp(prefix="cxapi-xsr-")
+    x = Xapi(d, ["--sim-boot-ms", "50", "--sim-shutdown-ms", "20"])
+    env = dict(os.environ, XENSTORED_PATH=os.path.join(d, "sim", "xs", "socket"))
+
+    def rd(path):
+        r = subprocess.run(["xenstore-read", path], env=env, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    try:
+        s = XenAPI.Session(x.url)
+        s.login_with_password("root", PASSWORD)
+        vm = new_vm(s, "xsr")
+        s.xenapi.VM.start(vm, False, False)
+        dom = s.xenapi.VM.get_domid(vm)
+        vif_fe = "/local/domain/%s/device/vif/0/state" % dom
+        wait_for(lambda: rd("/local/domain/%s/data/updated" % dom) and rd(vif_fe) == "4")
+        with open(os.path.join(d, "sim", "xs", "xenstored.pid")) as f:
+            pid = int(f.read())
+        os.kill(pid, signal.SIGKILL if how == "kill9" else signal.SIGTERM)
+        # back: the domain's tree, its devices connected again, the agent's report
+        wait_for(lambda: rd("/local/domain/%s/name" % dom) == "xsr"
+                 and rd(vif_fe) == "4"
+                 and rd("/local/domain/0/backend/vbd/%s/51712/state" % dom) == "4"
+                 and rd("/local/domain/%s/data/updated" % dom), timeout=20)
+        with open(os.path.join(d, "sim", "xs", "xenstored.pid")) as f:
+            assert int(f.read()) != pid
+        r = s.xenapi.VM.get_record(vm)
+        assert r["power_state"] == "Running" and r["domid"] == dom
+        s.xenapi.VM.clean_shutdown(vm)
+        assert s.xenapi.VM.get_power_state(vm) == "Halted"
+        assert rd("/local/domain/%s/name" % dom) is None
+    finally:
+        x.stop()
+        x.stop_host()
+        subprocess.run(["rm", "-rf", d])
