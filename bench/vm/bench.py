@@ -153,7 +153,7 @@ class Probes:
     FUNCS = [("work_cb", "the worker's whole call (task row, op marks, domain, commits)"),
              ("vm_op_begin", "vm_op_begin (check + mark current_operations, durable commit)"),
              ("xenops_start", "xenops_start (domain build: sim hypervisor + xenstore tree)"),
-             ("vm_set_power_state", "vm_set_power_state (rows, durable commit)"),
+             ("vm_set_power_state_with", "vm_set_power_state_with (power state, metrics, guest report: one durable commit)"),
              ("vm_op_end", "vm_op_end (unmark, durable commit)")]
 
     def __init__(self, binary, work):
