@@ -819,17 +819,25 @@ static void on_device(struct dom *d, const char *path)
  * devices) sim_shutdown_ms later. */
 static void ctl_started(struct dom *d, const char *val, size_t len, int err, uint64_t arg);
 
+/* The guest goes down by itself, for reason r, sim_shutdown_ms from now
+ * (closing its devices first: timers_run). */
+static void guest_going_down(struct dom *d, int r)
+{
+	if (d->t_down || d->closing)
+		return;
+	d->down_reason = r;
+	d->t_down = now_mono() + g.shutdown_ms / 1000.0;
+	link_add(&g.timers, &d->timer);
+}
+
 static void ctl_ended(struct dom *d, const char *val, size_t len, int err, uint64_t r)
 {
 	if (err == EAGAIN) {
 		xc_req(d->xc, XS_TRANSACTION_START, "", 1, ctl_started, 0);
 		return;
 	}
-	if (err || d->t_down || d->closing)
-		return;
-	d->down_reason = (int)r;
-	d->t_down = now_mono() + g.shutdown_ms / 1000.0;
-	link_add(&g.timers, &d->timer);
+	if (!err)
+		guest_going_down(d, (int)r);
 }
 
 static void ctl_read(struct dom *d, const char *val, size_t len, int err, uint64_t tx)
@@ -1114,6 +1122,23 @@ static void request(struct client *cl, char *line)
 		d->max_kib = kib;
 		if (d->mem_kib > kib)
 			d->mem_kib = kib;
+		buf_adds(o, "OK\n");
+	} else if (!strcmp(cmd, "TRIGGER") && argc == 4) {
+		/* XEN_DOMCTL_sendtrigger: an NMI for any guest (Linux logs it
+		 * and carries on); the rest are HVM's (EINVAL for PV): the ACPI
+		 * power button (acpid powers the guest off), the sleep button
+		 * (nothing bound to it), reset (a reboot), INIT and S3 resume
+		 * (nothing to see in the sim) */
+		const char *t = argv[2];
+		bool hvm = atoi(argv[3]) == 1;
+		bool known = !strcmp(t, "nmi") || !strcmp(t, "power") || !strcmp(t, "sleep") ||
+			     !strcmp(t, "reset") || !strcmp(t, "init") || !strcmp(t, "s3resume");
+		if (!known || (!hvm && strcmp(t, "nmi")))
+			return buf_adds(o, "ERR 22 trigger not supported for this domain\n");
+		if (!strcmp(t, "power") && d->booted && !d->f_ignore_shutdown)
+			guest_going_down(d, R_POWEROFF);
+		else if (!strcmp(t, "reset"))
+			dom_shutdown(d, R_REBOOT);
 		buf_adds(o, "OK\n");
 	} else if (!strcmp(cmd, "VCPUS") && argc == 3) {
 		uint32_t n = (uint32_t)atoi(argv[2]);

@@ -55,6 +55,9 @@ struct hv_ops {
 	int (*domain_list_down)(struct hv_info **out, int *n);
 	int (*domain_setmaxmem)(uint32_t domid, uint64_t kib);
 	int (*domain_set_vcpus)(uint32_t domid, uint32_t online);
+	/* XEN_DOMCTL_sendtrigger ("nmi", "power", "sleep", "reset", "init",
+	 * "s3resume"; all but nmi need an HVM guest: -EINVAL) */
+	int (*domain_trigger)(uint32_t domid, const char *trigger, bool hvm);
 	/* bytes: what the host has and what is free */
 	int (*host_memory)(uint64_t *total, uint64_t *free);
 	/* Write a shut-down (suspended) domain's memory image to fd; build a

@@ -290,6 +290,12 @@ static int sim_destroy(uint32_t d) { return call(NULL, 0, "DESTROY %u", d); }
 static int sim_shutdown(uint32_t d, enum xenops_reason r) { return call(NULL, 0, "SHUTDOWN %u %d", d, (int)r); }
 static int sim_setmaxmem(uint32_t d, uint64_t kib) { return call(NULL, 0, "MAXMEM %u %" PRIu64, d, kib); }
 static int sim_set_vcpus(uint32_t d, uint32_t n) { return call(NULL, 0, "VCPUS %u %u", d, n); }
+static int sim_trigger(uint32_t d, const char *t, bool hvm)
+{
+	if (strchr(t, ' ') || strchr(t, '\n') || !*t)
+		return -EINVAL;
+	return call(NULL, 0, "TRIGGER %u %s %d", d, t, hvm ? 1 : 0);
+}
 
 static int sim_getinfo(uint32_t domid, struct hv_info *o)
 {
@@ -408,6 +414,7 @@ const struct hv_ops hv_sim = {
 	.domain_list_down = sim_list_down,
 	.domain_setmaxmem = sim_setmaxmem,
 	.domain_set_vcpus = sim_set_vcpus,
+	.domain_trigger = sim_trigger,
 	.host_memory = sim_host_memory,
 	.suspend_write = sim_suspend_write,
 	.resume_read = sim_resume_read,

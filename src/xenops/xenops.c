@@ -1673,7 +1673,18 @@ int xenops_sysrq(uint32_t domid, char key, struct xerr *err)
 
 int xenops_trigger(uint32_t domid, const char *trigger, struct xerr *err)
 {
-	return fail(err, "xenops: trigger %s: not supported by the sim backend", trigger);
+	if (!X.hv)
+		return not_ready(err);
+	if (!known_uuid(domid, NULL))
+		return no_domain(err, domid);
+	char *type = rd(NULL, "/libxl/%u/type", domid);
+	bool hvm = type && !strcmp(type, "hvm");
+	free(type);
+	int r = X.hv->domain_trigger(domid, trigger, hvm);
+	if (r == -EINVAL)
+		return fail(err, "xenops: trigger %s: not supported for domain %u (%s guest)",
+			    trigger, domid, hvm ? "HVM" : "PV");
+	return r ? hv_fail(err, domid, "trigger", r) : 0;
 }
 
 /* ---- reports -------------------------------------------------------------- */

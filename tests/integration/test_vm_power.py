@@ -513,3 +513,27 @@ def test_xenstored_restart(xapi_bin, XenAPI, how):
         x.stop()
         x.stop_host()
         subprocess.run(["rm", "-rf", d])
+
+
+def test_send_trigger(s):
+    """XEN_DOMCTL_sendtrigger in the sim: an NMI for any guest; the ACPI
+    power button powers an HVM guest off, reset reboots it; PV guests have
+    no ACPI (an error), and an unknown trigger is an error."""
+    pv = new_vm(s, "trig-pv")
+    s.xenapi.VM.start(pv, False, False)
+    s.xenapi.VM.send_trigger(pv, "nmi")
+    assert fail(s.xenapi.VM.send_trigger, pv, "power")[0] == "INTERNAL_ERROR"
+    assert s.xenapi.VM.get_power_state(pv) == "Running"
+    s.xenapi.VM.hard_shutdown(pv)
+    hvm = new_vm(s, "trig-hvm", HVM_boot_policy="BIOS order", HVM_boot_params={"order": "dc"})
+    s.xenapi.VM.start(hvm, False, False)
+    dom = s.xenapi.VM.get_domid(hvm)
+    assert fail(s.xenapi.VM.send_trigger, hvm, "no-such-trigger")[0] == "INTERNAL_ERROR"
+    s.xenapi.VM.send_trigger(hvm, "sleep")
+    s.xenapi.VM.send_trigger(hvm, "reset")  # actions_after_reboot: restart
+    wait_for(lambda: s.xenapi.VM.get_domid(hvm) not in (dom, "-1")
+             and s.xenapi.VM.get_power_state(hvm) == "Running")
+    # the guest boots (50 ms), then the power button shuts it down
+    time.sleep(0.3)
+    s.xenapi.VM.send_trigger(hvm, "power")
+    wait_for(lambda: s.xenapi.VM.get_power_state(hvm) == "Halted")
