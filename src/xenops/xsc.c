@@ -163,20 +163,14 @@ static int next_reply(struct xsc *c, struct xs_hdr *h, size_t *at)
 	}
 }
 
-int xsc_run_each(struct xsc *c, struct xsq *q, xsc_reply_fn fn, void *ctx)
+/* Send q on c's connection (connecting first if it has none) and read its
+ * replies.  *got: how many replies were read.  Called with c->lock held. */
+static int exchange(struct xsc *c, struct xsq *q, xsc_reply_fn fn, void *ctx, int *err, int *got)
 {
-	int err = q->err;
-	q->err = 0;
-	q->last_err = 0;
-	if (!q->n)
-		return err;
-	pthread_mutex_lock(&c->lock);
+	*got = 0;
 	if (c->fd < 0 && (c->fd = hv_connect_unix(c->sock, 0)) < 0) {
 		int e = c->fd;
 		c->fd = -1;
-		pthread_mutex_unlock(&c->lock);
-		q->out.len = 0;
-		q->n = 0;
 		return e;
 	}
 	uint32_t first = c->req_id;
@@ -197,14 +191,15 @@ int xsc_run_each(struct xsc *c, struct xsq *q, xsc_reply_fn fn, void *ctx)
 			r = -EIO;
 			break;
 		}
+		(*got)++;
 		int e = 0;
 		if (h.type == XS_ERROR) {
 			char name[16];
 			snprintf(name, sizeof(name), "%.*s", (int)h.len, c->in.p + at);
 			e = -xs_errno_value(name);
 		}
-		if (e && q->counts[i] && !err)
-			err = e;
+		if (e && q->counts[i] && !*err)
+			*err = e;
 		if (i == q->n - 1)
 			q->last_err = e;
 		if (fn)
@@ -215,6 +210,24 @@ int xsc_run_each(struct xsc *c, struct xsq *q, xsc_reply_fn fn, void *ctx)
 		c->fd = -1;
 		c->in.len = c->pos = 0;
 	}
+	return r;
+}
+
+int xsc_run_each(struct xsc *c, struct xsq *q, xsc_reply_fn fn, void *ctx)
+{
+	int err = q->err;
+	q->err = 0;
+	q->last_err = 0;
+	if (!q->n)
+		return err;
+	pthread_mutex_lock(&c->lock);
+	int got;
+	int r = exchange(c, q, fn, ctx, &err, &got);
+	/* the connection was dead before this batch (xenstored restarted and
+	 * the watcher has not noticed yet): nothing of it was done, so outside
+	 * a transaction (whose id died with it) it goes again on a new one */
+	if (r && !got && !q->tx)
+		r = exchange(c, q, fn, ctx, &err, &got);
 	pthread_mutex_unlock(&c->lock);
 	q->out.len = 0;
 	q->n = 0;
