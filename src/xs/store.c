@@ -1451,6 +1451,34 @@ static inline size_t parent_len(const char *path, size_t plen)
 }
 
 /* children of an existing entry in the transaction's view */
+/* k among the children the transaction has entries for (created, or
+ * removed), in the order it first changed them. */
+static void txe_link(struct txe *par, struct txe *k)
+{
+	if (k->linked)
+		return;
+	k->linked = 1;
+	k->parent_e = par;
+	if (par->kid_last)
+		par->kid_last->kid_next = k;
+	else
+		par->kid_first = k;
+	par->kid_last = k;
+}
+
+/* Whether the main child named nm (nl bytes) is among gone (entries of
+ * children the transaction removed, or removed and made again). */
+static bool in_gone(struct txe *const *gone, int ng, const char *nm, uint32_t nl)
+{
+	for (int i = 0; i < ng; i++) {
+		const struct txe *k = gone[i];
+		if (k->plen > nl && k->path[k->plen - nl - 1] == '/' &&
+		    !memcmp(k->path + k->plen - nl, nm, nl))
+			return true;
+	}
+	return false;
+}
+
 static void tv_children(struct xs_store *s, struct xs_txn *t, struct txe *e, struct buf *out)
 {
 	/* a node changed behind the transaction's back: its commit will fail;
@@ -1477,7 +1505,19 @@ static void tv_children(struct xs_store *s, struct xs_txn *t, struct txe *e, str
 			main_children(s, e->node0, out);
 			return;
 		}
-		/* main children not removed by the transaction, then its own */
+		/* main children not removed by the transaction (maybe
+		 * re-created: then they come at the end, as in 4.17), then its
+		 * own.  The removed ones are among e's own entries: a few are
+		 * compared by name (a removal from a directory of 1,000, as a
+		 * device's, is then not 1,000 lookups); many, looked up. */
+		struct txe *gone[16];
+		int ng = 0;
+		for (struct txe *k = e->kid_first; k && ng <= 16; k = k->kid_next)
+			if (k->modified && (!k->exists || k->fresh)) {
+				if (ng < 16)
+					gone[ng] = k;
+				ng++;
+			}
 		struct buf pb;
 		buf_init(&pb);
 		buf_add(&pb, e->path, e->plen);
@@ -1487,12 +1527,17 @@ static void tv_children(struct xs_store *s, struct xs_txn *t, struct txe *e, str
 		for (uint32_t c = kid_first(s, e->node0); c; c = kid_next(s, e->node0, c)) {
 			uint32_t nl;
 			const char *nm = node_name(s, c, &nl);
-			pb.len = base;
-			buf_add(&pb, nm, nl);
-			struct txe *k = txe_find(t, pb.p, pb.len, hash_bytes(0, pb.p, pb.len));
-			if (k && k->modified && (!k->exists || k->fresh))
-				continue; /* removed by the transaction (maybe re-created:
-					   * then it comes at the end, as in 4.17) */
+			bool removed;
+			if (ng <= 16) {
+				removed = in_gone(gone, ng, nm, nl);
+			} else {
+				pb.len = base;
+				buf_add(&pb, nm, nl);
+				struct txe *k = txe_find(t, pb.p, pb.len, hash_bytes(0, pb.p, pb.len));
+				removed = k && k->modified && (!k->exists || k->fresh);
+			}
+			if (removed)
+				continue;
 			buf_add(out, nm, nl);
 			buf_addc(out, 0);
 		}
@@ -1594,15 +1639,7 @@ static int tv_create(struct xs_store *s, struct xs_txn *t, struct txe *e, const 
 		if (k->vlen)
 			memcpy(k->val, val, vl);
 		par->kids_dirty = 1;
-		if (!k->linked) {
-			k->linked = 1;
-			k->parent_e = par;
-			if (par->kid_last)
-				par->kid_last->kid_next = k;
-			else
-				par->kid_first = k;
-			par->kid_last = k;
-		}
+		txe_link(par, k);
 		dd_add(t, pset_owner(s, pid), 1);
 		t->created = true;
 		if (last)
@@ -1851,6 +1888,7 @@ int xs_rm(struct xs_store *s, struct xs_txn *t, uint32_t dom, const char *path)
 	if ((r = tv_remove(s, t, e)))
 		return r;
 	p->kids_dirty = 1;
+	txe_link(p, e); /* tv_children finds the removed child among p's own */
 	return txe_report(t, e, true);
 }
 
