@@ -143,6 +143,8 @@ static inline unsigned blob_class(uint32_t u, uint32_t *cu)
 #define ROOT 1u
 #define PID_MASK 0x00ffffffu
 #define NF_DIRCACHE 0x80000000u
+#define NF_PREVMAP 0x40000000u  /* its children's predecessors are in t.prev */
+#define PREV_WALK 64u           /* a longer predecessor walk builds the map */
 
 struct node {
 	uint32_t parent;
@@ -194,6 +196,10 @@ struct tree {
 	uint32_t *psbucket;
 	uint32_t psbmask;
 	uint64_t gen;
+	/* child -> previous sibling, for the directories (NF_PREVMAP) a
+	 * removal had to walk far in: open addressing, key 0 = empty */
+	uint32_t (*prev)[2];
+	uint32_t pmask, pn;
 };
 
 struct xs_store {
@@ -637,13 +643,94 @@ static uint32_t lookup(struct xs_store *s, const char *path, size_t plen)
 }
 
 static void dcache_drop(struct xs_store *s, uint32_t idx);
+static void dcache_child(struct xs_store *s, uint32_t idx, const char *nm, uint32_t nl, bool add);
 
-static inline void touch_parent(struct xs_store *s, uint32_t p)
+/* p gained (add) or lost its child named nm: its generation moves, and its
+ * cached listing follows */
+static inline void touch_parent(struct xs_store *s, uint32_t p, const char *nm, uint32_t nl,
+				bool add)
 {
 	struct node *n = N(s, p);
 	bump(s, n);
 	if (n->pid & NF_DIRCACHE)
-		dcache_drop(s, p);
+		dcache_child(s, p, nm, nl, add);
+}
+
+/* ---- the predecessor map (NF_PREVMAP): O(1) removal from a big directory,
+ * whose sibling list is singly linked (4 bytes a node less than a doubly
+ * linked one); built for a directory the first time a removal walks more
+ * than PREV_WALK siblings, so it costs nothing where nothing is removed */
+
+static uint32_t *prev_slot(struct tree *t, uint32_t child)
+{
+	uint32_t h = (child * 0x9E3779B1u) & t->pmask;
+	while (t->prev[h][0] && t->prev[h][0] != child)
+		h = (h + 1) & t->pmask;
+	return t->prev[h];
+}
+
+static int prev_set(struct tree *t, uint32_t child, uint32_t pred)
+{
+	uint32_t *e = t->prev ? prev_slot(t, child) : NULL;
+	if (e && e[0]) { /* a new predecessor: no growth, cannot fail */
+		e[1] = pred;
+		return 0;
+	}
+	if (2 * (t->pn + 1) > t->pmask + 1) { /* grow: rehash into twice the slots */
+		uint32_t (*old)[2] = t->prev, om = t->pmask;
+		uint32_t nm = t->prev ? 2 * (om + 1) - 1 : 255;
+		t->prev = calloc((size_t)nm + 1, sizeof(*t->prev));
+		if (!t->prev) {
+			t->prev = old;
+			return -ENOMEM;
+		}
+		t->pmask = nm;
+		for (uint32_t i = 0; old && i <= om; i++)
+			if (old[i][0])
+				memcpy(prev_slot(t, old[i][0]), old[i], sizeof(*old));
+		free(old);
+	}
+	e = prev_slot(t, child);
+	t->pn++;
+	e[0] = child;
+	e[1] = pred;
+	return 0;
+}
+
+static void prev_del(struct tree *t, uint32_t child)
+{
+	uint32_t *e = prev_slot(t, child);
+	if (!e[0])
+		return;
+	/* backward-shift: later entries of the run move up into the hole */
+	uint32_t h = (uint32_t)((uint32_t (*)[2])(void *)e - t->prev);
+	for (uint32_t j = (h + 1) & t->pmask; t->prev[j][0]; j = (j + 1) & t->pmask) {
+		uint32_t home = (t->prev[j][0] * 0x9E3779B1u) & t->pmask;
+		if (((j - home) & t->pmask) >= ((j - h) & t->pmask)) {
+			memcpy(t->prev[h], t->prev[j], sizeof(*t->prev));
+			h = j;
+		}
+	}
+	t->prev[h][0] = t->prev[h][1] = 0;
+	t->pn--;
+}
+
+/* every child of parent p in the map (or none: on no memory, the flag
+ * stays off and removals walk) */
+static void prev_build(struct xs_store *s, uint32_t p)
+{
+	uint32_t last = N(s, p)->last, c = last;
+	do {
+		uint32_t nx = N(s, c)->next;
+		if (prev_set(&s->t, nx, c)) {
+			for (uint32_t d = N(s, last)->next; d != nx; d = N(s, d)->next)
+				prev_del(&s->t, d);
+			prev_del(&s->t, nx);
+			return;
+		}
+		c = nx;
+	} while (c != last);
+	N(s, p)->pid |= NF_PREVMAP;
 }
 
 /* a new child of parent, appended to its list; takes a reference on pid */
@@ -680,6 +767,17 @@ static int node_create(struct xs_store *s, uint32_t parent, const char *name, si
 	} else {
 		n->next = i;
 	}
+	if ((p->pid & NF_PREVMAP) &&
+	    (prev_set(&s->t, i, p->last) || prev_set(&s->t, n->next, i))) {
+		/* no memory for the map: this directory walks again */
+		for (uint32_t c = n->next;; c = N(s, c)->next) {
+			prev_del(&s->t, c);
+			if (c == i)
+				break;
+		}
+		N(s, parent)->pid &= ~NF_PREVMAP;
+		p = N(s, parent);
+	}
 	p->last = i;
 	uint32_t h = child_hash(parent, name, nl) & s->t.bmask;
 	n->hnext = s->t.bucket[h];
@@ -687,7 +785,7 @@ static int node_create(struct xs_store *s, uint32_t parent, const char *name, si
 	pset_ref(s, pid);
 	dom_nodes_add(s, pset_owner(s, pid), 1);
 	s->t.count++;
-	touch_parent(s, parent);
+	touch_parent(s, parent, name, (uint32_t)nl, true);
 	if (s->t.count > s->t.bmask + 1)
 		bucket_rehash(s, 2 * (s->t.bmask + 1));
 	*out = i;
@@ -704,11 +802,26 @@ static void node_free(struct xs_store *s, uint32_t i)
 	 * which is what removing a subtree removes) */
 	if (n->next == i) {
 		p->last = NIL;
+		if (p->pid & NF_PREVMAP) {
+			prev_del(&s->t, i);
+			p->pid &= ~NF_PREVMAP;
+		}
 	} else {
-		uint32_t pred = p->last;
-		while (N(s, pred)->next != i)
-			pred = N(s, pred)->next;
+		uint32_t pred;
+		if (p->pid & NF_PREVMAP) {
+			pred = prev_slot(&s->t, i)[1];
+		} else {
+			uint32_t steps = 0;
+			for (pred = p->last; N(s, pred)->next != i; pred = N(s, pred)->next)
+				steps++;
+			if (steps > PREV_WALK)
+				prev_build(s, parent);
+		}
 		N(s, pred)->next = n->next;
+		if (p->pid & NF_PREVMAP) {
+			prev_set(&s->t, n->next, pred); /* a replacement: cannot fail */
+			prev_del(&s->t, i);
+		}
 		if (p->last == i)
 			p->last = pred;
 	}
@@ -721,6 +834,7 @@ static void node_free(struct xs_store *s, uint32_t i)
 	*pp = n->hnext;
 	if (n->pid & NF_DIRCACHE)
 		dcache_drop(s, i);
+	touch_parent(s, parent, nm, nl, false);
 	dom_nodes_add(s, pset_owner(s, n->pid & PID_MASK), -1);
 	pset_unref(s, n->pid & PID_MASK);
 	blob_free(s, n->blob);
@@ -729,7 +843,6 @@ static void node_free(struct xs_store *s, uint32_t i)
 	n->hnext = s->t.nfree;
 	s->t.nfree = i;
 	s->t.count--;
-	touch_parent(s, parent);
 }
 
 /* remove the subtree at i (post-order) */
@@ -827,6 +940,45 @@ static void dcache_drop(struct xs_store *s, uint32_t idx)
 	}
 }
 
+/* A cached listing follows its directory's children (appended at the end,
+ * as the sibling list; removed in place), so that a big directory that
+ * changes does not have to be walked again; dropped if it would outgrow
+ * the cache's bound. */
+static void dcache_child(struct xs_store *s, uint32_t idx, const char *nm, uint32_t nl, bool add)
+{
+	struct dcache **pp = &s->dc[(idx * 0x9E3779B1u) & s->dcmask];
+	while (*pp && (*pp)->idx != idx)
+		pp = &(*pp)->next;
+	struct dcache *d = *pp;
+	if (!d)
+		return;
+	if (!add) {
+		for (uint32_t o = 0; o < d->len;) {
+			uint32_t l = (uint32_t)strlen(d->data + o);
+			if (l == nl && !memcmp(d->data + o, nm, nl)) {
+				memmove(d->data + o, d->data + o + l + 1, d->len - o - l - 1);
+				d->len -= l + 1;
+				s->dcbytes -= l + 1;
+				return;
+			}
+			o += l + 1;
+		}
+		dcache_drop(s, idx); /* not there: cannot be */
+		return;
+	}
+	struct dcache *g = s->dcbytes + nl + 1 <= DC_MAX_BYTES ?
+		realloc(d, sizeof(*d) + d->len + nl + 1) : NULL;
+	if (!g) {
+		dcache_drop(s, idx);
+		return;
+	}
+	*pp = g;
+	memcpy(g->data + g->len, nm, nl);
+	g->data[g->len + nl] = 0;
+	g->len += nl + 1;
+	s->dcbytes += nl + 1;
+}
+
 static void dcache_clear(struct xs_store *s)
 {
 	for (uint32_t b = 0; b <= s->dcmask; b++)
@@ -919,6 +1071,7 @@ static void tree_free(struct tree *t)
 		free(t->ps[i].p);
 	free(t->ps);
 	free(t->psbucket);
+	free(t->prev);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -1518,15 +1671,18 @@ static void tv_children(struct xs_store *s, struct xs_txn *t, struct txe *e, str
 					gone[ng] = k;
 				ng++;
 			}
-		struct buf pb;
+		struct buf mk, pb;
+		buf_init(&mk);
 		buf_init(&pb);
+		main_children(s, e->node0, &mk); /* a big directory's is cached */
 		buf_add(&pb, e->path, e->plen);
 		if (e->plen > 1)
 			buf_addc(&pb, '/');
 		size_t base = pb.len;
-		for (uint32_t c = kid_first(s, e->node0); c; c = kid_next(s, e->node0, c)) {
-			uint32_t nl;
-			const char *nm = node_name(s, c, &nl);
+		for (size_t o = 0; o < mk.len;) {
+			const char *nm = mk.p + o;
+			uint32_t nl = (uint32_t)strlen(nm);
+			o += nl + 1;
 			bool removed;
 			if (ng <= 16) {
 				removed = in_gone(gone, ng, nm, nl);
@@ -1536,11 +1692,10 @@ static void tv_children(struct xs_store *s, struct xs_txn *t, struct txe *e, str
 				struct txe *k = txe_find(t, pb.p, pb.len, hash_bytes(0, pb.p, pb.len));
 				removed = k && k->modified && (!k->exists || k->fresh);
 			}
-			if (removed)
-				continue;
-			buf_add(out, nm, nl);
-			buf_addc(out, 0);
+			if (!removed)
+				buf_add(out, nm, nl + 1);
 		}
+		buf_free(&mk);
 		buf_free(&pb);
 	}
 	for (struct txe *k = e->kid_first; k; k = k->kid_next) {

@@ -268,6 +268,72 @@ static void test_big_directory(void **st)
 	assert_string_equal(b.p, "1");
 	assert_int_equal(b.len, a.len - 2 + 4);
 	assert_string_equal(b.p + b.len - 4, "new");
+	/* a child removed from the middle, one added: the cached listing is
+	 * updated in place, in the children's order */
+	assert_int_equal(xs_rm(s, NULL, 0, "/big/500"), 0);
+	assert_int_equal(wr(s, NULL, 0, "/big/newer", ""), 0);
+	b.len = 0;
+	assert_int_equal(xs_directory(s, NULL, 0, "/big", &b), 0);
+	struct buf want;
+	buf_init(&want);
+	for (int i = 1; i < 1000; i++)
+		if (i != 500)
+			buf_printf(&want, "%d%c", i, 0);
+	buf_add(&want, "new\0newer", 10);
+	assert_int_equal(b.len, want.len);
+	assert_memory_equal(b.p, want.p, want.len);
+	/* a transaction that removed children lists the rest, and its own new
+	 * ones at the end; others see the main listing until it commits */
+	struct xs_txn *t;
+	assert_int_equal(xs_txn_start(s, 0, &t), 0);
+	assert_int_equal(xs_rm(s, t, 0, "/big/7"), 0);
+	assert_int_equal(xs_rm(s, t, 0, "/big/999"), 0);
+	assert_int_equal(wr(s, t, 0, "/big/mine", ""), 0);
+	struct buf tb;
+	buf_init(&tb);
+	assert_int_equal(xs_directory(s, t, 0, "/big", &tb), 0);
+	assert_int_equal(tb.len, want.len - 2 - 4 + 5);
+	assert_null(memmem(tb.p, tb.len, "\0" "7\0", 3));
+	assert_null(memmem(tb.p, tb.len, "999\0", 4));
+	assert_string_equal(tb.p + tb.len - 5, "mine");
+	b.len = 0;
+	assert_int_equal(xs_directory(s, NULL, 0, "/big", &b), 0);
+	assert_int_equal(b.len, want.len);
+	assert_int_equal(xs_txn_end(s, t, true), 0);
+	b.len = 0;
+	assert_int_equal(xs_directory(s, NULL, 0, "/big", &b), 0);
+	assert_int_equal(b.len, tb.len);
+	assert_memory_equal(b.p, tb.p, tb.len);
+	/* removals at the end, the start and in the middle of a directory
+	 * whose siblings' predecessors are mapped (built by the walk to 500) */
+	assert_int_equal(xs_rm(s, NULL, 0, "/big/mine"), 0);
+	assert_int_equal(xs_rm(s, NULL, 0, "/big/newer"), 0);
+	assert_int_equal(xs_rm(s, NULL, 0, "/big/1"), 0);
+	assert_int_equal(xs_rm(s, NULL, 0, "/big/600"), 0);
+	assert_int_equal(wr(s, NULL, 0, "/big/last", ""), 0);
+	assert_int_equal(xs_rm(s, NULL, 0, "/big/new"), 0);
+	want.len = 0;
+	for (int i = 2; i < 999; i++)
+		if (i != 7 && i != 500 && i != 600)
+			buf_printf(&want, "%d%c", i, 0);
+	buf_add(&want, "last", 5);
+	for (int k = 0; k < 2; k++) { /* cached, then walked */
+		b.len = 0;
+		assert_int_equal(xs_directory(s, NULL, 0, "/big", &b), 0);
+		assert_int_equal(b.len, want.len);
+		assert_memory_equal(b.p, want.p, want.len);
+		assert_int_equal(wr(s, NULL, 0, "/other", ""), 0); /* (no effect) */
+	}
+	for (int i = 2; i < 999; i++) { /* all of it, newest first */
+		snprintf(p, sizeof(p), "/big/%d", 998 - (i - 2));
+		assert_int_equal(xs_rm(s, NULL, 0, p), 0);
+	}
+	assert_int_equal(xs_rm(s, NULL, 0, "/big/last"), 0);
+	assert_dir(s, NULL, 0, "/big", "");
+	assert_int_equal(wr(s, NULL, 0, "/big/again", ""), 0);
+	assert_dir(s, NULL, 0, "/big", "again");
+	buf_free(&tb);
+	buf_free(&want);
 	buf_free(&a);
 	buf_free(&b);
 	xs_store_free(s);
