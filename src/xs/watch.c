@@ -30,7 +30,7 @@ struct xsd_watch {
 	uint64_t hash;
 	size_t rel_off;         /* chars to strip for a relative watch, else 0 */
 	struct xsd_conn *c;
-	struct xsd_watch *cnext; /* the connection's watches */
+	struct xsd_watch *cnext, *cprev; /* the connection's watches */
 	struct xsd_watch *hnext; /* hash chain */
 };
 
@@ -155,14 +155,25 @@ void xsd_watch_send_event(struct xsd_conn *c, const char *path, size_t plen,
 	xsd_conn_mark(c);
 }
 
+/* c's watch on path with token, found through the hash table (a
+ * connection may hold thousands: xapi's, two a domain) */
+static struct xsd_watch *find_watch(struct xsd_conn *c, const char *path, size_t plen,
+				    const char *token)
+{
+	uint64_t h = hash_str(path, plen);
+	for (struct xsd_watch *w = wt.b[h & (wt.nb - 1)]; w; w = w->hnext)
+		if (w->c == c && w->hash == h && w->plen == plen && !memcmp(w->path, path, plen) &&
+		    !strcmp(w->token, token))
+			return w;
+	return NULL;
+}
+
 int xsd_watch_add(struct xsd_conn *c, const char *path, const char *token,
 		  bool relative)
 {
 	size_t plen = strlen(path);
-	for (struct xsd_watch *w = c->watches; w; w = w->cnext)
-		if (w->plen == plen && !memcmp(w->path, path, plen) &&
-		    !strcmp(w->token, token))
-			return -EEXIST;
+	if (find_watch(c, path, plen, token))
+		return -EEXIST;
 	/* 4.17: "domain_watch(conn) > quota" (dom0's socket is not counted) */
 	if (c->dom && xsd.quota.max_watches && c->dom->nwatches > xsd.quota.max_watches)
 		return -E2BIG;
@@ -183,6 +194,9 @@ int xsd_watch_add(struct xsd_conn *c, const char *path, const char *token,
 	}
 	w->c = c;
 	w->cnext = c->watches;
+	w->cprev = NULL;
+	if (c->watches)
+		c->watches->cprev = w;
 	c->watches = w;
 	c->nwatches++;
 	if (c->dom)
@@ -225,17 +239,17 @@ static void watch_free(struct xsd_conn *c, struct xsd_watch *w)
 
 int xsd_watch_remove(struct xsd_conn *c, const char *path, const char *token)
 {
-	size_t plen = strlen(path);
-	for (struct xsd_watch **pp = &c->watches; *pp; pp = &(*pp)->cnext) {
-		struct xsd_watch *w = *pp;
-		if (w->plen == plen && !memcmp(w->path, path, plen) &&
-		    !strcmp(w->token, token)) {
-			*pp = w->cnext;
-			watch_free(c, w);
-			return 0;
-		}
-	}
-	return -ENOENT;
+	struct xsd_watch *w = find_watch(c, path, strlen(path), token);
+	if (!w)
+		return -ENOENT;
+	if (w->cprev)
+		w->cprev->cnext = w->cnext;
+	else
+		c->watches = w->cnext;
+	if (w->cnext)
+		w->cnext->cprev = w->cprev;
+	watch_free(c, w);
+	return 0;
 }
 
 void xsd_watch_remove_all(struct xsd_conn *c)
