@@ -54,6 +54,7 @@ void api_fail(struct api_ctx *c, const char *code, int n, ...);
 const char *api_str(struct api_ctx *c, int i);
 int64_t api_int(struct api_ctx *c, int i);
 bool api_bool(struct api_ctx *c, int i);
+double api_float(struct api_ctx *c, int i);
 
 /* A hand-written message implementation.  quick: runs on the loop thread (no
  * blocking, no commits of persistent rows); otherwise it runs on a worker. */

@@ -80,6 +80,12 @@ int64_t api_int(struct api_ctx *c, int i)
 	return v && (v->kind == V_INT || v->kind == V_I4) ? v->u.i : 0;
 }
 
+double api_float(struct api_ctx *c, int i)
+{
+	struct val *v = c->params[i];
+	return v && v->kind == V_DOUBLE ? v->u.d : 0;
+}
+
 bool api_bool(struct api_ctx *c, int i)
 {
 	struct val *v = c->params[i];

@@ -107,7 +107,7 @@ int64_t vm_overhead_bytes(int64_t static_max, int vcpus, double multiplier, bool
 	return ((hvm ? 2 : 1) + shadow) * MIB;
 }
 
-static bool vm_hvm(const struct db_row *r)
+bool vm_hvm(const struct db_row *r)
 {
 	const char *dt = fs(r, K.vm, "domain_type");
 	if (strcmp(dt, "hvm") == 0)

@@ -17,6 +17,9 @@
 /* The memory a domain needs beyond its RAM (xenopsd's model: shadow for
  * vCPUs + p2m + resident pages, plus one MiB extra, two for HVM). */
 int64_t vm_overhead_bytes(int64_t static_max, int vcpus, double multiplier, bool hvm);
+/* Whether the VM (its row) is an HVM guest: domain_type, or when that is
+ * unspecified, an HVM_boot_policy. */
+bool vm_hvm(const struct db_row *r);
 
 /* Check op on the VM (non-strict, as the message does) and put {key: op}
  * into its current_operations (one commit under ops_lock, retried while

@@ -131,16 +131,6 @@ static void spec_free(struct spec *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static bool vm_is_hvm(const struct db_row *r)
-{
-	const char *dt = fs(r, K.vm, "domain_type");
-	if (strcmp(dt, "hvm") == 0)
-		return true;
-	if (strcmp(dt, "unspecified") == 0 || !dt[0])
-		return fs(r, K.vm, "HVM_boot_policy")[0] != 0;
-	return false;
-}
-
 /* The guest's name for position n: hda-hdd for HVM below 4, else xvdX. */
 static void device_name(bool hvm, int n, char out[16])
 {
@@ -214,7 +204,7 @@ static int spec_build(const char *vm, struct spec *s, bool attached, struct xerr
 		xerr_set(e, "HANDLE_INVALID", 2, "VM", vm);
 		return -1;
 	}
-	bool hvm = vm_is_hvm(r);
+	bool hvm = vm_hvm(r);
 	cpy(s->v.uuid, sizeof(s->v.uuid), fs(r, K.vm, "uuid"));
 	cpy(s->v.name, sizeof(s->v.name), fs(r, K.vm, "name_label"));
 	const char *dt = fs(r, K.vm, "domain_type");
@@ -925,6 +915,90 @@ static void vm_set_vcpus_number_live(struct api_ctx *c)
 
 /* ---- live memory ---- */
 
+/* VM.set_memory_target_live (deprecated): the original takes the operation
+ * and leaves the target alone (set_memory_dynamic_range moves it). */
+static void vm_set_memory_target_live(struct api_ctx *c)
+{
+	const char *vm = api_str(c, 1);
+	if (!vm_exists(c, vm))
+		return;
+	WITH_VM_OP(c, vm, "changing_memory_live", {});
+	done(c);
+}
+
+#define TARGET_TOLERANCE (1 << 20)  /* the original's, bytes */
+#define TARGET_WAIT_S 256
+
+/* VM.wait_memory_target_live (deprecated): until the domain's memory is
+ * within 1 MiB of its balloon target, at most 256 s (the original's
+ * tolerance and timeout: VM_MEMORY_TARGET_WAIT_TIMEOUT), or the task's
+ * cancellation. */
+static void vm_wait_memory_target_live(struct api_ctx *c)
+{
+	const char *vm = api_str(c, 1);
+	if (!vm_exists(c, vm))
+		return;
+	WITH_VM_OP(c, vm, "awaiting_memory_live", {
+		int64_t d = vm_domid(vm, NULL);
+		double end = util_now_f() + TARGET_WAIT_S;
+		struct xenops_dominfo info;
+		uint64_t target;
+		while (d >= 0 && xenops_info((uint32_t)d, &info, &c->err) == 0 &&
+		       xenops_get_memory_target((uint32_t)d, &target, &c->err) == 0) {
+			uint64_t diff = info.memory_actual > target ? info.memory_actual - target
+								    : target - info.memory_actual;
+			if (diff <= TARGET_TOLERANCE)
+				break;
+			if (util_now_f() > end) {
+				api_fail(c, "VM_MEMORY_TARGET_WAIT_TIMEOUT", 0);
+				break;
+			}
+			if (c->task && task_cancelling(c->task)) {
+				api_fail(c, "TASK_CANCELLED", 1, c->task);
+				break;
+			}
+			struct timespec ts = { 0, 50 * 1000 * 1000 };
+			nanosleep(&ts, NULL);
+		}
+		if (d < 0 && !api_failed(c))
+			api_fail(c, "INTERNAL_ERROR", 1, "the VM has no domain");
+	});
+	done(c);
+}
+
+/* VM.set_shadow_multiplier_live: an HVM guest's shadow memory multiplier
+ * (at least 1.0), and the memory overhead that follows from it.  The sim
+ * hypervisor charges no shadow memory, so only the VM's fields change. */
+static void vm_set_shadow_multiplier_live(struct api_ctx *c)
+{
+	const char *vm = api_str(c, 1);
+	double mult = api_float(c, 2);
+	if (!vm_exists(c, vm))
+		return;
+	WITH_VM_OP(c, vm, "changing_shadow_memory_live", {
+		db_rdlock();
+		const struct db_row *r = db_get(K.vm, vm);
+		bool hvm = vm_hvm(r);
+		int64_t ovh = vm_overhead_bytes(fi(r, K.vm, "memory_static_max"),
+						(int)fi(r, K.vm, "VCPUs_max"), mult, hvm);
+		db_unlock();
+		char v[32];
+		snprintf(v, sizeof(v), "%g", mult);
+		if (mult < 1.0) {
+			api_fail(c, "INVALID_VALUE", 2, "multiplier", v);
+		} else if (!hvm) {
+			api_fail(c, "VM_HVM_REQUIRED", 1, vm);
+		} else {
+			struct db_txn *t = db_txn_new();
+			db_txn_set(t, K.vm, vm, api_field(K.vm, "HVM_shadow_multiplier"),
+				   val_double_h(mult));
+			db_txn_set(t, K.vm, vm, api_field(K.vm, "memory_overhead"), val_int_h(ovh));
+			api_commit(c, t);
+		}
+	});
+	done(c);
+}
+
 /* The domain's balloon reached target (or 2 s passed): its memory_actual
  * into VM_metrics. */
 static void memory_actual_follow(const char *vm, uint32_t domid, uint64_t target)
@@ -1050,7 +1124,7 @@ static int vbd_disk(const char *vbd, const char *vm, struct xenops_disk *d, stru
 	char vdi[DB_REF_MAX];
 	db_rdlock();
 	const struct db_row *b = db_get(K.vbd, vbd);
-	disk_from_row(b, vm_is_hvm(db_get(K.vm, vm)), d);
+	disk_from_row(b, vm_hvm(db_get(K.vm, vm)), d);
 	cpy(vdi, sizeof(vdi), fs(b, K.vbd, "VDI"));
 	db_unlock();
 	return disk_path(vdi, d, e);
@@ -1078,7 +1152,7 @@ static void vbd_unplug_common(struct api_ctx *c, bool force)
 	WITH_DEV_OP(c, K.vbd, vbd, force ? "unplug_force" : "unplug", vm, {
 		struct xenops_disk d = {0};
 		db_rdlock();
-		disk_from_row(db_get(K.vbd, vbd), vm_is_hvm(db_get(K.vm, vm)), &d);
+		disk_from_row(db_get(K.vbd, vbd), vm_hvm(db_get(K.vm, vm)), &d);
 		db_unlock();
 		if (xenops_disk_unplug((uint32_t)vm_domid(vm, NULL), d.device, force, &c->err) == 0)
 			set_attached(c, K.vbd, vbd, false, NULL);
@@ -1117,7 +1191,7 @@ static void vbd_media(struct api_ctx *c, bool insert)
 		bool live = (strcmp(ps, "Running") == 0 || strcmp(ps, "Paused") == 0) && d >= 0;
 		struct xenops_disk dk = {0};
 		db_rdlock();
-		disk_from_row(db_get(K.vbd, vbd), vm_is_hvm(db_get(K.vm, vm)), &dk);
+		disk_from_row(db_get(K.vbd, vbd), vm_hvm(db_get(K.vm, vm)), &dk);
 		db_unlock();
 		int rc = 0;
 		if (live && insert) {
@@ -1633,6 +1707,9 @@ const struct api_impl vm_power_impls[] = {
 	{"VM.send_sysrq", vm_send_sysrq, false},
 	{"VM.send_trigger", vm_send_trigger, false},
 	{"VM.set_VCPUs_number_live", vm_set_vcpus_number_live, false},
+	{"VM.set_memory_target_live", vm_set_memory_target_live, false},
+	{"VM.wait_memory_target_live", vm_wait_memory_target_live, false},
+	{"VM.set_shadow_multiplier_live", vm_set_shadow_multiplier_live, false},
 	{"VM.power_state_reset", vm_power_state_reset, false},
 	{"VBD.plug", vbd_plug, false},
 	{"VBD.unplug", vbd_unplug, false},

@@ -1634,6 +1634,18 @@ static int write_key(uint32_t domid, const char *key, const char *val, struct xe
 	return 0;
 }
 
+int xenops_get_memory_target(uint32_t domid, uint64_t *bytes, struct xerr *err)
+{
+	if (!X.hv)
+		return not_ready(err);
+	char *v = rd(NULL, "/local/domain/%u/memory/target", domid);
+	if (!v)
+		return no_domain(err, domid);
+	*bytes = strtoull(v, NULL, 10) * 1024;
+	free(v);
+	return 0;
+}
+
 int xenops_set_memory_target(uint32_t domid, uint64_t bytes, struct xerr *err)
 {
 	char v[32];

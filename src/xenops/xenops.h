@@ -141,6 +141,8 @@ int xenops_nic_plug(uint32_t domid, const struct xenops_nic *n, struct xerr *err
 int xenops_nic_unplug(uint32_t domid, int devid, bool force, struct xerr *err);
 
 int xenops_set_memory_target(uint32_t domid, uint64_t bytes, struct xerr *err);
+/* The balloon target the domain was given (memory/target). */
+int xenops_get_memory_target(uint32_t domid, uint64_t *bytes, struct xerr *err);
 int xenops_set_vcpus(uint32_t domid, uint32_t n, struct xerr *err);
 int xenops_sysrq(uint32_t domid, char key, struct xerr *err);
 int xenops_trigger(uint32_t domid, const char *trigger, struct xerr *err);

@@ -537,3 +537,33 @@ def test_send_trigger(s):
     time.sleep(0.3)
     s.xenapi.VM.send_trigger(hvm, "power")
     wait_for(lambda: s.xenapi.VM.get_power_state(hvm) == "Halted")
+
+
+def test_live_memory_messages(s):
+    """set_memory_target_live (deprecated: the original leaves the target
+    alone), wait_memory_target_live (the balloon is at its target at once in
+    the sim), set_shadow_multiplier_live (HVM only, at least 1.0, the
+    overhead follows); all need a running VM."""
+    pv = new_vm(s, "live-pv")
+    assert fail(s.xenapi.VM.wait_memory_target_live, pv)[0] == "VM_BAD_POWER_STATE"
+    s.xenapi.VM.start(pv, False, False)
+    target = s.xenapi.VM.get_memory_target(pv)
+    s.xenapi.VM.set_memory_target_live(pv, str(128 * MIB))
+    assert s.xenapi.VM.get_memory_target(pv) == target
+    s.xenapi.VM.wait_memory_target_live(pv)
+    # a target that moves: the balloon follows, the wait returns
+    s.xenapi.VM.set_memory_dynamic_range(pv, str(192 * MIB), str(192 * MIB))
+    s.xenapi.VM.wait_memory_target_live(pv)
+    m = s.xenapi.VM.get_metrics(pv)
+    assert int(s.xenapi.VM_metrics.get_memory_actual(m)) == 192 * MIB
+    assert fail(s.xenapi.VM.set_shadow_multiplier_live, pv, 2.0)[0] == "VM_HVM_REQUIRED"
+    s.xenapi.VM.hard_shutdown(pv)
+    hvm = new_vm(s, "live-hvm", HVM_boot_policy="BIOS order", HVM_boot_params={"order": "dc"})
+    s.xenapi.VM.start(hvm, False, False)
+    before = int(s.xenapi.VM.get_memory_overhead(hvm))
+    assert fail(s.xenapi.VM.set_shadow_multiplier_live, hvm, 0.5)[:2] == ["INVALID_VALUE", "multiplier"]
+    s.xenapi.VM.set_shadow_multiplier_live(hvm, 4.0)
+    assert float(s.xenapi.VM.get_HVM_shadow_multiplier(hvm)) == 4.0
+    assert int(s.xenapi.VM.get_memory_overhead(hvm)) > before
+    assert s.xenapi.VM.get_current_operations(hvm) == {}
+    s.xenapi.VM.hard_shutdown(hvm)
