@@ -86,7 +86,11 @@ class Xapi:
 
     def stop_host(self):
         """What stays behind xapi by design (xenstored, cxapi-simguest and
-        the simulated domains, docs/vm.md): SIGTERM to their pids."""
+        the simulated domains, docs/vm.md): SIGTERM to their pids, and wait
+        (at most 5 s) until they are gone, so that nothing writes into the
+        state directory after the test removes it (xenstored dumps its store
+        at SIGTERM)."""
+        pids = []
         for pidfile, comm in (("sim/xs/xenstored.pid", "xenstored"),
                               ("sim/simguest.pid", "cxapi-simguest")):
             try:
@@ -96,8 +100,13 @@ class Xapi:
                     if f.read().strip() != comm[:15]:
                         continue
                 os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
             except (OSError, ValueError, IndexError):
                 pass
+        end = time.time() + 5
+        while pids and time.time() < end:
+            pids = [p for p in pids if os.path.exists("/proc/%d" % p)]
+            time.sleep(0.02)
 
     def kill9(self):
         self.stop(signal.SIGKILL)
