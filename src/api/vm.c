@@ -35,10 +35,8 @@
 
 /* ---- classes, fields ---- */
 
-static struct {
-	int vm, vbd, vif, vdi, sr, net, host, hm, vmm, vbdm, vifm, pool, gm;
-	int e_vm, e_vbd, e_vif;
-} K;
+struct vm_classes vm_k;
+#define K vm_k
 static pthread_once_t k_once = PTHREAD_ONCE_INIT;
 
 static int enum_find(const char *name)
@@ -69,9 +67,14 @@ static void k_init(void)
 	K.e_vif = enum_find("vif_operations");
 }
 
-static void k(void)
+void vm_k_init(void)
 {
 	pthread_once(&k_once, k_init);
+}
+
+static void k(void)
+{
+	vm_k_init();
 }
 
 /* ---- row helpers (read lock held) ---- */
@@ -1321,8 +1324,6 @@ static bool col_b(int cls, struct val **cols, const char *f)
 	return v && v->kind == V_BOOL && v->u.b;
 }
 
-/* VBD.create's checks and row (xapi_vbd.ml); cols taken.  0 and the ref in
- * out, or -1 with e set. */
 /* The end of VBD.create and VIF.create (the read lock and dev_lock held,
  * cols checked and filled but for metrics and allowed_operations): the row
  * and its metrics row in one commit, then the VM's allowed_operations.
@@ -1353,6 +1354,30 @@ static int dev_insert(int cls, int mcls, dev_check_fn check, const char *const *
 	return rc;
 }
 
+/* VBD.create or VIF.create refused: both locks released, cols freed. */
+static int dev_refuse(int cls, struct val **cols)
+{
+	db_unlock();
+	pthread_mutex_unlock(&dev_lock);
+	api_cols_free(cls, cols);
+	return -1;
+}
+
+/* The message: the record's columns, then create_cols (vbd_create_cols,
+ * vif_create_cols). */
+static void dev_create(struct api_ctx *c, int cls,
+		       int (*create_cols)(struct val **cols, char out[DB_REF_MAX], struct xerr *e))
+{
+	struct val **cols = api_cols_from_record(c, cls, c->params[1]);
+	if (!cols)
+		return;
+	char ref[DB_REF_MAX];
+	if (create_cols(cols, ref, &c->err) == 0)
+		enc_cstr(c->out, ref);
+}
+
+/* VBD.create's checks and row (xapi_vbd.ml); cols taken.  0 and the ref in
+ * out, or -1 with e set. */
 static int vbd_create_cols(struct val **cols, char out[DB_REF_MAX], struct xerr *e)
 {
 	const char *vm = col_s(K.vbd, cols, "VM"), *vdi = col_s(K.vbd, cols, "VDI");
@@ -1442,21 +1467,13 @@ static int vbd_create_cols(struct val **cols, char out[DB_REF_MAX], struct xerr 
 			    ops_map_with(cols[api_field(K.vbd, "other_config")], "backend-kind", bk));
 	return dev_insert(K.vbd, K.vbdm, vbd_check, vbd_all_ops, cols, out, vm, e);
 out:
-	db_unlock();
-	pthread_mutex_unlock(&dev_lock);
-	api_cols_free(K.vbd, cols);
-	return -1;
+	return dev_refuse(K.vbd, cols);
 }
 
 static void vbd_create(struct api_ctx *c)
 {
 	k();
-	struct val **cols = api_cols_from_record(c, K.vbd, c->params[1]);
-	if (!cols)
-		return;
-	char ref[DB_REF_MAX];
-	if (vbd_create_cols(cols, ref, &c->err) == 0)
-		enc_cstr(c->out, ref);
+	dev_create(c, K.vbd, vbd_create_cols);
 }
 
 /* VBD.destroy and VIF.destroy: refused while attached to a live VM (a VBD:
@@ -1592,21 +1609,13 @@ static int vif_create_cols(struct val **cols, char out[DB_REF_MAX], struct xerr 
 										: 1500));
 	return dev_insert(K.vif, K.vifm, vif_check, vif_all_ops, cols, out, vm, e);
 out:
-	db_unlock();
-	pthread_mutex_unlock(&dev_lock);
-	api_cols_free(K.vif, cols);
-	return -1;
+	return dev_refuse(K.vif, cols);
 }
 
 static void vif_create(struct api_ctx *c)
 {
 	k();
-	struct val **cols = api_cols_from_record(c, K.vif, c->params[1]);
-	if (!cols)
-		return;
-	char ref[DB_REF_MAX];
-	if (vif_create_cols(cols, ref, &c->err) == 0)
-		enc_cstr(c->out, ref);
+	dev_create(c, K.vif, vif_create_cols);
 }
 
 static void vif_destroy(struct api_ctx *c)

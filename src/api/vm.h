@@ -14,6 +14,15 @@
 #include "base/xerr.h"
 #include "db/db.h"
 
+/* The class (and operation enum) indices of the VM side (vm.c, vm_power.c),
+ * filled once by vm_k_init. */
+struct vm_classes {
+	int vm, vbd, vif, vdi, sr, net, host, hm, vmm, vbdm, vifm, pool, gm;
+	int e_vm, e_vbd, e_vif;
+};
+extern struct vm_classes vm_k;
+void vm_k_init(void);
+
 /* The memory a domain needs beyond its RAM (xenopsd's model: shadow for
  * vCPUs + p2m + resident pages, plus one MiB extra, two for HVM). */
 int64_t vm_overhead_bytes(int64_t static_max, int vcpus, double multiplier, bool hvm);

@@ -37,28 +37,12 @@
 #define NULLREF "OpaqueRef:NULL"
 #define SUSPEND_HDR 512 /* the suspend VDI: a header sector, then the image */
 
-static struct {
-	int vm, vbd, vif, vdi, net, vmm, gm, pool, host;
-} K;
-static pthread_once_t k_once = PTHREAD_ONCE_INIT;
+#define K vm_k /* vm.c's class indices */
 static int shutdown_timeout_s = 1200;
-
-static void k_init(void)
-{
-	K.vm = idl_class_find("VM");
-	K.vbd = idl_class_find("VBD");
-	K.vif = idl_class_find("VIF");
-	K.vdi = idl_class_find("VDI");
-	K.net = idl_class_find("network");
-	K.vmm = idl_class_find("VM_metrics");
-	K.gm = idl_class_find("VM_guest_metrics");
-	K.pool = idl_class_find("pool");
-	K.host = idl_class_find("host");
-}
 
 static void k(void)
 {
-	pthread_once(&k_once, k_init);
+	vm_k_init();
 }
 
 /* ---- row helpers (read lock held) ---- */
