@@ -1,5 +1,6 @@
 """Helpers the benchmarks share (bench/bench.py, bench/storage, bench/vm)."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,3 +77,67 @@ def stop_xapi(proc, state):
     deadline = time.time() + 10
     while time.time() < deadline and any(os.path.exists("/proc/%d" % p) for p in side):
         time.sleep(0.05)
+
+
+class Probes:
+    """perf uprobes on entry and return of functions of a binary, to time
+    each call (root and perf only): `ok` lists the functions probed; stop()
+    gives {function: [ms of each call]}.  The group (cxbench<pid>) is
+    removed by delete()."""
+
+    def __init__(self, binary, work, funcs):
+        self.binary = os.path.realpath(binary)
+        self.group = "cxbench%d" % os.getpid()
+        self.out = os.path.join(work, "probe.data")
+        self.ok = []
+        for fn in funcs:
+            a = subprocess.run(["perf", "probe", "-q", "-x", self.binary, "-a", "%s:%s=%s" % (self.group, fn, fn)],
+                               capture_output=True, text=True)
+            b = subprocess.run(["perf", "probe", "-q", "-x", self.binary, "-a",
+                                "%s:%s=%s%%return" % (self.group, fn, fn)], capture_output=True, text=True)
+            if a.returncode == 0 and b.returncode == 0:
+                self.ok.append(fn)
+        self.proc = None
+
+    def start(self, pid):
+        if not self.ok:
+            return
+        ev = []
+        for fn in self.ok:
+            ev += ["-e", "%s:%s" % (self.group, fn), "-e", "%s:%s__return" % (self.group, fn)]
+        self.proc = subprocess.Popen(["perf", "record", "-q", "-o", self.out, "-p", str(pid)] + ev,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # perf attaches
+
+    def stop(self):
+        if not self.proc:
+            return {}
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait()
+        self.proc = None
+        if not os.path.exists(self.out):
+            return {}
+        out = subprocess.run(["perf", "script", "-i", self.out, "-F", "tid,time,event"],
+                             capture_output=True, text=True).stdout
+        os.unlink(self.out)
+        start, ms = {}, {fn: [] for fn in self.ok}
+        for line in out.splitlines():
+            m = re.match(r"\s*(\d+)\s+([\d.]+):\s+\S+?:(\w+?)(__return)?:", line)
+            if not m:
+                continue
+            tid, t, fn, ret = m.group(1), float(m.group(2)), m.group(3), m.group(4)
+            if fn not in ms:
+                continue
+            if ret:
+                if (tid, fn) in start:
+                    ms[fn].append((t - start.pop((tid, fn))) * 1e3)
+            else:
+                start[(tid, fn)] = t
+        return ms
+
+    def delete(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        subprocess.run(["perf", "probe", "-q", "-d", "%s:*" % self.group], capture_output=True)

@@ -15,10 +15,8 @@ import argparse
 import fcntl
 import hashlib
 import os
-import re
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,11 +30,14 @@ from os_xenapi.client import XenAPI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from benchlib import cpu_s, free_port, loadavg, stop_xapi  # noqa: E402
+from benchlib import Probes, cpu_s, free_port, loadavg, stop_xapi  # noqa: E402
 PW = "bench-storage-pw"
 MIB = 1 << 20
 GIB = 1 << 30
 MB = 1e6
+# the functions whose calls VDI.snapshot's figure splits out (uprobes)
+PROBED = [("snapshot_or_clone", "the API handler (snapshot_or_clone: marks, driver, commit, unmark)"),
+          ("file_vdi_snapshot", "the file driver's vdi_snapshot")]
 
 
 
@@ -237,7 +238,13 @@ class Bench:
             f.write(os.urandom(MIB) * 64)
         self.put(vdi, src, "raw")
         os.unlink(src)
-        probe = self.probe_start() if self.a.probe else None
+        probes = Probes(self.a.xapi, self.work, [fn for fn, _ in PROBED]) if self.a.probe else None
+        if probes:
+            if len(probes.ok) < len(PROBED):
+                self.notes.append("snapshot shares: perf probe failed for %s"
+                                  % ", ".join(fn for fn, _ in PROBED if fn not in probes.ok))
+            self.probes = probes
+            probes.start(self.x.proc.pid)
         times, busy = [], []
         for _ in range(n):
             if not self.wait_idle(vdi):
@@ -246,7 +253,12 @@ class Bench:
             snap = self.api.VDI.snapshot(vdi, {})
             times.append(time.perf_counter() - t0)
             self.api.VDI.destroy(snap)
-        drv = self.probe_stop(probe) if probe else None
+        drv = probes.stop() if probes else {}
+        if probes:
+            probes.delete()
+            self.probes = None
+            if not any(drv.values()):
+                self.notes.append("snapshot shares: the uprobes recorded nothing")
         # the same, issued right after the previous snapshot's destroy, while
         # the SR's garbage collection merges the base back
         self.wait_idle(vdi)
@@ -261,9 +273,8 @@ class Bench:
         self.row("VDI.snapshot of a 100 GiB VDI (64 MiB allocated), idle SR, XenAPI client, median of %d" % n,
                  "%.1f ms (min %.1f, max %.1f)" % (med, min(times) * 1e3, max(times) * 1e3), "<= 10 ms",
                  med <= 10)
-        for ev, label in (("handler", "the API handler (snapshot_or_clone: marks, driver, commit, unmark)"),
-                          ("driver", "the file driver's vdi_snapshot")):
-            v = drv.get(ev) if drv else None
+        for fn, label in PROBED:
+            v = drv.get(fn)
             if v:
                 self.row("  of which %s, uprobe, median of %d" % (label, len(v)),
                          "%.1f ms (min %.1f, max %.1f)" % (statistics.median(v), min(v), max(v)), "", None)
@@ -430,63 +441,6 @@ class Bench:
         os.unlink(vhd)
         self.api.VDI.destroy(full)
 
-    # ---- the handler's and the driver's share of VDI.snapshot (uprobes) ------
-    PROBES = (("handler", "snapshot_or_clone"), ("driver", "file_vdi_snapshot"))
-
-    def probe_start(self):
-        """perf uprobes on entry and return of the API handler and of the
-        file driver's snapshot; None if perf cannot (no symbol, no tracefs,
-        not root)."""
-        b = os.path.realpath(self.a.xapi)
-        self.probe_group = "cxbench%d" % os.getpid()
-        events = []
-        for ev, fn in self.PROBES:
-            for spec in ("%s=%s" % (ev, fn), "%sret=%s%%return" % (ev, fn)):
-                p = subprocess.run(["perf", "probe", "-q", "-x", b, "-a", "%s:%s" % (self.probe_group, spec)],
-                                   capture_output=True, text=True)
-                if p.returncode != 0:
-                    self.notes.append("snapshot shares: perf probe failed: %s" % p.stderr.strip()[:200])
-                    self.probe_del()
-                    return None
-            events += ["-e", "%s:%s" % (self.probe_group, ev), "-e", "%s:%sret__return" % (self.probe_group, ev)]
-        self.probe_out = os.path.join(self.work, "perf.data")
-        proc = subprocess.Popen(["perf", "record", "-q", "-o", self.probe_out, "-p", str(self.x.proc.pid)] + events,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)  # perf attaches
-        self.probe_proc = proc
-        return proc
-
-    def probe_del(self):
-        subprocess.run(["perf", "probe", "-q", "-d", "%s:*" % self.probe_group], capture_output=True)
-
-    def probe_stop(self, proc):
-        """{event: [ms of each call]}"""
-        proc.send_signal(signal.SIGINT)
-        proc.wait()
-        self.probe_proc = None
-        if not os.path.exists(self.probe_out):
-            self.probe_del()
-            self.notes.append("snapshot shares: perf record wrote nothing")
-            return None
-        out = subprocess.run(["perf", "script", "-i", self.probe_out, "-F", "tid,time,event"],
-                             capture_output=True, text=True).stdout
-        self.probe_del()
-        os.unlink(self.probe_out)
-        start, ms = {}, {ev: [] for ev, _ in self.PROBES}
-        for line in out.splitlines():
-            m = re.match(r"\s*(\d+)\s+([\d.]+):\s+\S+?:(\w+?)(ret__return)?:", line)
-            if not m:
-                continue
-            tid, t, ev, ret = m.group(1), float(m.group(2)), m.group(3), m.group(4)
-            if ev not in ms:
-                continue
-            if ret:
-                if (tid, ev) in start:
-                    ms[ev].append((t - start.pop((tid, ev))) * 1e3)
-            else:
-                start[(tid, ev)] = t
-        return ms
-
 
 def drop_caches():
     """Write back and drop the page cache (root), so the next read of a
@@ -541,12 +495,9 @@ def main():
         for f in a.only.split(","):
             getattr(b, f)()
     finally:
-        if b is not None and getattr(b, "probe_proc", None):
-            b.probe_proc.kill()
-            b.probe_proc.wait()
         x.stop()
-        if b is not None and getattr(b, "probe_group", None):
-            b.probe_del()
+        if b is not None and getattr(b, "probes", None):
+            b.probes.delete()
         shutil.rmtree(work, ignore_errors=True)
     head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip() or "?"

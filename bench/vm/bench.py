@@ -16,9 +16,7 @@ Usage: bench/vm/bench.py [--xapi BUILD/src/xapi/xapi] [--dir /tmp]
 """
 import argparse
 import os
-import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +30,7 @@ from os_xenapi.client import XenAPI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from benchlib import cpu_s, free_port, loadavg, rss_mb, sim_host_pids, stop_xapi  # noqa: E402
+from benchlib import Probes, cpu_s, free_port, loadavg, rss_mb, sim_host_pids, stop_xapi  # noqa: E402
 PW = "bench-vm-pw"
 MIB = 1 << 20
 VM_MIB = 32          # memory_static_max of each VM (dynamic min = max)
@@ -147,68 +145,12 @@ class Pool:
                 pass
 
 
-class Probes:
-    """perf uprobes on entry and return of xapi functions, to split the
-    client's VM.start time (root and perf only)."""
-    FUNCS = [("work_cb", "the worker's whole call (task row, op marks, domain, commits)"),
-             ("vm_op_begin", "vm_op_begin (check + mark current_operations, durable commit)"),
-             ("xenops_start", "xenops_start (domain build: sim hypervisor + xenstore tree)"),
-             ("vm_set_power_state_with", "vm_set_power_state_with (power state, metrics, guest report: one durable commit)"),
-             ("vm_op_end", "vm_op_end (unmark, durable commit)")]
-
-    def __init__(self, binary, work):
-        self.binary = os.path.realpath(binary)
-        self.group = "cxvm%d" % os.getpid()
-        self.out = os.path.join(work, "probe.data")
-        self.ok = []
-        for fn, _ in self.FUNCS:
-            a = subprocess.run(["perf", "probe", "-q", "-x", self.binary, "-a", "%s:%s=%s" % (self.group, fn, fn)],
-                               capture_output=True, text=True)
-            b = subprocess.run(["perf", "probe", "-q", "-x", self.binary, "-a",
-                                "%s:%s=%s%%return" % (self.group, fn, fn)], capture_output=True, text=True)
-            if a.returncode == 0 and b.returncode == 0:
-                self.ok.append(fn)
-        self.proc = None
-
-    def start(self, pid):
-        if not self.ok:
-            return
-        ev = []
-        for fn in self.ok:
-            ev += ["-e", "%s:%s" % (self.group, fn), "-e", "%s:%s__return" % (self.group, fn)]
-        self.proc = subprocess.Popen(["perf", "record", "-q", "-o", self.out, "-p", str(pid)] + ev,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)
-
-    def stop(self):
-        """Returns {fn: [ms, ...]}."""
-        if not self.proc:
-            return {}
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait()
-        self.proc = None
-        out = subprocess.run(["perf", "script", "-i", self.out, "-F", "tid,time,event"],
-                             capture_output=True, text=True).stdout
-        start, ms = {}, {fn: [] for fn in self.ok}
-        for line in out.splitlines():
-            m = re.match(r"\s*(\d+)\s+([\d.]+):\s+\S+?:(\w+?)(__return)?:", line)
-            if not m:
-                continue
-            tid, t, fn, ret = m.group(1), float(m.group(2)), m.group(3), m.group(4)
-            if fn not in ms:
-                continue
-            if ret:
-                if (tid, fn) in start:
-                    ms[fn].append((t - start.pop((tid, fn))) * 1e3)
-            else:
-                start[(tid, fn)] = t
-        return ms
-
-    def delete(self):
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-        subprocess.run(["perf", "probe", "-q", "-d", "%s:*" % self.group], capture_output=True)
+# the functions timed by uprobes within one VM.start, and what they are
+PROBED = [("work_cb", "the worker's whole call (task row, op marks, domain, commits)"),
+          ("vm_op_begin", "vm_op_begin (check + mark current_operations, durable commit)"),
+          ("xenops_start", "xenops_start (domain build: sim hypervisor + xenstore tree)"),
+          ("vm_set_power_state_with", "vm_set_power_state_with (power state, metrics, guest report: one durable commit)"),
+          ("vm_op_end", "vm_op_end (unmark, durable commit)")]
 
 
 class Bench:
@@ -289,7 +231,7 @@ class Bench:
         m = med(lat)
         self.row("one VM.start (halted → running), XenAPI client, idle host, %d runs" % len(lat),
                  "%.2f ms (min %.2f, max %.2f)" % (m, min(lat), max(lat)), "≤ 5 ms", "met" if m <= 5 else "**missed**")
-        for fn, what in Probes.FUNCS:
+        for fn, what in PROBED:
             xs = ms.get(fn, [])
             if len(xs) == 2 * len(lat):
                 # the hard_shutdowns between the starts ran it too: every other call is a start's
@@ -442,7 +384,7 @@ def main():
     try:
         b = Bench(a, x, work)
         if a.probe:
-            b.probes = Probes(a.xapi, work)
+            b.probes = Probes(a.xapi, work, [fn for fn, _ in PROBED])
         for f in a.only.split(","):
             getattr(b, f)()
         if a.keep:
