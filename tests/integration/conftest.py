@@ -196,26 +196,85 @@ def XenAPI():
     return mod
 
 
-@pytest.fixture(scope="module")
-def session(server, XenAPI):
-    s = XenAPI.Session(server.url)
+def root_session(x, XenAPI):
+    """A root session on daemon x; logged out afterwards."""
+    s = XenAPI.Session(x.url)
     s.login_with_password("root", PASSWORD)
     yield s
     try:
         s.xenapi.session.logout()
     except Exception:
         pass
+
+
+@pytest.fixture(scope="module")
+def session(server, XenAPI):
+    yield from root_session(server, XenAPI)
 
 
 @pytest.fixture(scope="module")
 def sim_session(sim_server, XenAPI):
-    s = XenAPI.Session(sim_server.url)
-    s.login_with_password("root", PASSWORD)
-    yield s
-    try:
-        s.xenapi.session.logout()
-    except Exception:
-        pass
+    yield from root_session(sim_server, XenAPI)
+
+
+def fail(fn, *args):
+    """The XenAPI failure's details of fn(*args), which must fail."""
+    from os_xenapi.client.XenAPI import Failure
+    with pytest.raises(Failure) as e:
+        fn(*args)
+    return e.value.details
+
+
+MIB = 1024 * 1024
+
+
+def vm_record(name, mem=256 * MIB, **kw):
+    """A VM.create record: mem static/dynamic max and dynamic min (half of it
+    static min), 2 vCPUs (1 at start), the rest empty; kw overrides."""
+    rec = {"name_label": name, "name_description": "", "user_version": "1",
+           "is_a_template": False, "affinity": "OpaqueRef:NULL",
+           "memory_static_max": str(mem), "memory_dynamic_max": str(mem),
+           "memory_dynamic_min": str(mem), "memory_static_min": str(mem // 2),
+           "VCPUs_params": {}, "VCPUs_max": "2", "VCPUs_at_startup": "1",
+           "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
+           "actions_after_crash": "restart", "PV_bootloader": "", "PV_kernel": "",
+           "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
+           "PV_legacy_args": "", "HVM_boot_policy": "",
+           "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {},
+           "recommendations": ""}
+    rec.update(kw)
+    return rec
+
+
+class XsTools:
+    """Debian's xenstore-* tools against one of our xenstoreds, through its
+    socket (XENSTORED_PATH).  WAIT: wait_key's default timeout, seconds."""
+    WAIT = 5
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def env(self):
+        return dict(os.environ, XENSTORED_PATH=self.sock)
+
+    def xs(self, tool, *args, check=True):
+        r = subprocess.run([tool] + list(args), capture_output=True, text=True, env=self.env())
+        if check:
+            assert r.returncode == 0, "%s %s: %s" % (tool, args, r.stderr)
+        return r
+
+    def read(self, path):
+        """The value at path, None if it is absent."""
+        r = self.xs("xenstore-read", path, check=False)
+        return r.stdout.rstrip("\n") if r.returncode == 0 else None
+
+    def wait_key(self, path, value, timeout=None):
+        end = time.time() + (timeout or self.WAIT)
+        while time.time() < end:
+            if self.read(path) == value:
+                return
+            time.sleep(0.02)
+        raise AssertionError("%s is %r, not %r" % (path, self.read(path), value))
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ through Debian's Python XenAPI module: the operation machinery
 destroy, setters, VBD/VIF create/destroy, allowed devices."""
 import pytest
 
+from conftest import MIB, fail, vm_record
+
 TEMPLATE_OPS = {"clone", "copy", "export", "metadata_export", "provision",
                 "changing_dynamic_range", "changing_static_range",
                 "changing_shadow_memory", "changing_NVRAM"}
@@ -12,30 +14,10 @@ HALTED_OPS = {"snapshot", "clone", "copy", "start", "start_on", "migrate_send",
               "changing_shadow_memory", "changing_NVRAM", "make_into_template",
               "export", "metadata_export", "destroy", "create_vtpm"}
 DOM0_OPS = {"metadata_export", "changing_dynamic_range", "changing_static_range"}
-MIB = 1024 * 1024
-
-
-def fail(fn, *args):
-    from os_xenapi.client.XenAPI import Failure
-    with pytest.raises(Failure) as e:
-        fn(*args)
-    return e.value.details
 
 
 def new_vm(s, name="vm", **kw):
-    rec = {"name_label": name, "name_description": "", "user_version": "1",
-           "is_a_template": False, "affinity": "OpaqueRef:NULL",
-           "memory_static_max": str(256 * MIB), "memory_dynamic_max": str(256 * MIB),
-           "memory_dynamic_min": str(256 * MIB), "memory_static_min": str(128 * MIB),
-           "VCPUs_params": {}, "VCPUs_max": "2", "VCPUs_at_startup": "1",
-           "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
-           "actions_after_crash": "restart", "PV_bootloader": "", "PV_kernel": "",
-           "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
-           "PV_legacy_args": "", "HVM_boot_policy": "BIOS order",
-           "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {},
-           "recommendations": ""}
-    rec.update(kw)
-    return s.xenapi.VM.create(rec)
+    return s.xenapi.VM.create(vm_record(name, **dict({"HVM_boot_policy": "BIOS order"}, **kw)))
 
 
 def test_allowed_operations_at_start(session):

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from conftest import fail
+
 
 NULL = "OpaqueRef:NULL"
 TEMPLATE = "Debian Bookworm 12"
@@ -18,13 +20,6 @@ TEMPLATE = "Debian Bookworm 12"
 @pytest.fixture(scope="module")
 def s(sim_session):
     return sim_session
-
-
-def fail(fn, *args):
-    from os_xenapi.client.XenAPI import Failure
-    with pytest.raises(Failure) as e:
-        fn(*args)
-    return e.value.details
 
 
 def template(s):

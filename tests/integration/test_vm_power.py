@@ -9,32 +9,12 @@ import time
 
 import pytest
 
-from conftest import PASSWORD, Xapi
+from conftest import MIB, PASSWORD, Xapi, XsTools, fail, vm_record
 
-MIB = 1024 * 1024
-
-
-def fail(fn, *args):
-    from os_xenapi.client.XenAPI import Failure
-    with pytest.raises(Failure) as e:
-        fn(*args)
-    return e.value.details
 
 
 def new_vm(s, name="vm", mem=256 * MIB, **kw):
-    rec = {"name_label": name, "name_description": "", "user_version": "1",
-           "is_a_template": False, "affinity": "OpaqueRef:NULL",
-           "memory_static_max": str(mem), "memory_dynamic_max": str(mem),
-           "memory_dynamic_min": str(mem), "memory_static_min": str(mem // 2),
-           "VCPUs_params": {}, "VCPUs_max": "2", "VCPUs_at_startup": "1",
-           "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
-           "actions_after_crash": "restart", "PV_bootloader": "pygrub", "PV_kernel": "",
-           "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
-           "PV_legacy_args": "", "HVM_boot_policy": "",
-           "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {},
-           "recommendations": ""}
-    rec.update(kw)
-    vm = s.xenapi.VM.create(rec)
+    vm = s.xenapi.VM.create(vm_record(name, mem, **dict({"PV_bootloader": "pygrub"}, **kw)))
     sr = s.xenapi.pool.get_default_SR(s.xenapi.pool.get_all()[0])
     vdi = s.xenapi.VDI.create({"name_label": name + "-disk", "name_description": "", "SR": sr,
                                "virtual_size": str(64 * MIB), "type": "user", "sharable": False,
@@ -480,11 +460,7 @@ def test_xenstored_restart(xapi_bin, XenAPI, how):
     import signal
     d = tempfile.mkdtemp(prefix="cxapi-xsr-")
     x = Xapi(d, ["--sim-boot-ms", "50", "--sim-shutdown-ms", "20"])
-    env = dict(os.environ, XENSTORED_PATH=os.path.join(d, "sim", "xs", "socket"))
-
-    def rd(path):
-        r = subprocess.run(["xenstore-read", path], env=env, capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else None
+    rd = XsTools(os.path.join(d, "sim", "xs", "socket")).read
 
     try:
         s = XenAPI.Session(x.url)

@@ -26,6 +26,7 @@ XENSTORED = os.path.join(BUILD, "src", "xs", "xenstored")
 FIX = os.path.join(ROOT, "tests", "fixtures", "xen-4.17")
 sys.path.insert(0, os.path.join(ROOT, "tests", "xen"))
 import normalise  # noqa: E402
+from conftest import XsTools  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(CLI) and shutil.which("xenstore-ls")),
@@ -198,11 +199,13 @@ def shutdown_handshake(evs):
 
 # ---- running it ------------------------------------------------------------
 
-class Sim:
+class Sim(XsTools):
+    WAIT = 10
+
     def __init__(self, d):
         self.dir = d
         os.makedirs(os.path.join(d, "xs"))
-        self.sock = os.path.join(d, "xs", "socket")
+        super().__init__(os.path.join(d, "xs", "socket"))
         self.trace = os.path.join(d, "trace")
         self.xsd = subprocess.Popen([XENSTORED, "--socket", self.sock, "--rundir",
                                      os.path.join(d, "xs"), "-T", self.trace],
@@ -229,27 +232,8 @@ class Sim:
         self.send(*cmd)
         return self.answer()
 
-    def env(self):
-        return dict(os.environ, XENSTORED_PATH=self.sock)
-
     def dump(self):
-        r = subprocess.run(["xenstore-ls", "-fp", "/"], capture_output=True, text=True,
-                           env=self.env())
-        assert r.returncode == 0, r.stderr
-        return r.stdout
-
-    def read(self, path):
-        r = subprocess.run(["xenstore-read", path], capture_output=True, text=True,
-                           env=self.env())
-        return r.stdout.rstrip("\n") if r.returncode == 0 else None
-
-    def wait_key(self, path, value, timeout=10):
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.read(path) == value:
-                return
-            time.sleep(0.02)
-        raise AssertionError("%s is %r, not %r" % (path, self.read(path), value))
+        return self.xs("xenstore-ls", "-fp", "/").stdout
 
     def stop(self):
         if self.cli.poll() is None:

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from conftest import XsTools
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 CLI = os.path.join(BUILD, "src", "simguest", "xenops_cli")
@@ -57,12 +59,13 @@ class Cli:
             self.p.wait(timeout=10)
 
 
-class Host:
+class Host(XsTools):
     """A state directory: xenstored and cxapi-simguest live on across Cli
     restarts (as across xapi restarts) and are stopped at the end."""
 
     def __init__(self, tmp):
         self.dir = str(tmp)
+        super().__init__(os.path.join(self.dir, "xs", "socket"))
         self.clis = []
 
     def cli(self, **opts):
@@ -72,29 +75,8 @@ class Host:
         self.clis.append(c)
         return c
 
-    def env(self):
-        return dict(os.environ, XENSTORED_PATH=os.path.join(self.dir, "xs", "socket"))
-
-    def xs(self, tool, *args, check=True):
-        r = subprocess.run([tool] + list(args), capture_output=True, text=True, env=self.env())
-        if check:
-            assert r.returncode == 0, "%s %s: %s" % (tool, args, r.stderr)
-        return r
-
-    def read(self, path):
-        r = self.xs("xenstore-read", path, check=False)
-        return r.stdout.rstrip("\n") if r.returncode == 0 else None
-
     def ls(self, path):
         return self.xs("xenstore-ls", "-p", path).stdout
-
-    def wait_key(self, path, value, timeout=5):
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.read(path) == value:
-                return
-            time.sleep(0.02)
-        raise AssertionError("%s is %r, not %r" % (path, self.read(path), value))
 
     def pids(self):
         out = []
