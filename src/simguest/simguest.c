@@ -175,6 +175,14 @@ static double now_mono(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Set one of d's deadlines (t_boot, t_down) s seconds from now; timers_run
+ * acts on it. */
+static void timer_in(struct dom *d, double *deadline, double s)
+{
+	*deadline = now_mono() + s;
+	link_add(&g.timers, &d->timer);
+}
+
 /* ---- xenstore client ---------------------------------------------------- */
 
 /* Closed now, freed once the loop's current batch of events is done (one
@@ -525,8 +533,7 @@ static void dom_unpause(struct dom *d)
 	d->state = ST_RUNNING;
 	d->run_since = now_mono();
 	if (!d->booted && !d->t_boot) {
-		d->t_boot = now_mono() + g.boot_ms / 1000.0;
-		link_add(&g.timers, &d->timer);
+		timer_in(d, &d->t_boot, g.boot_ms / 1000.0);
 	}
 	xc_set_reading(d->xc, true);
 }
@@ -826,8 +833,7 @@ static void guest_going_down(struct dom *d, int r)
 	if (d->t_down || d->closing)
 		return;
 	d->down_reason = r;
-	d->t_down = now_mono() + g.shutdown_ms / 1000.0;
-	link_add(&g.timers, &d->timer);
+	timer_in(d, &d->t_down, g.shutdown_ms / 1000.0);
 }
 
 static void ctl_ended(struct dom *d, const char *val, size_t len, int err, uint64_t r)
@@ -937,8 +943,7 @@ static void guest_lost(struct dom *d)
 	d->booted = false;
 	d->ndevs = 0;
 	d->reconnect_until = now_mono() + 30;
-	d->t_boot = now_mono() + 0.1;
-	link_add(&g.timers, &d->timer);
+	timer_in(d, &d->t_boot, 0.1);
 }
 
 /* The kernel has booted: connect as the domain and start serving. */
@@ -949,8 +954,7 @@ static void guest_boot(struct dom *d)
 	snprintf(path, sizeof(path), "%s/domain/%u/socket", g.rundir, d->domid);
 	d->xc = xc_open(path, d);
 	if (!d->xc && now_mono() < d->reconnect_until) {
-		d->t_boot = now_mono() + 0.1;
-		link_add(&g.timers, &d->timer);
+		timer_in(d, &d->t_boot, 0.1);
 		return;
 	}
 	d->reconnect_until = 0;
@@ -975,9 +979,8 @@ static void guest_boot(struct dom *d)
 	/* the guest agent */
 	agent_report(d);
 	if (d->f_crash) {
-		d->t_down = now_mono() + g.boot_ms / 1000.0;
 		d->down_reason = R_CRASH;
-		link_add(&g.timers, &d->timer);
+		timer_in(d, &d->t_down, g.boot_ms / 1000.0);
 	}
 }
 
