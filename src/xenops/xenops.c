@@ -1784,6 +1784,18 @@ static void get_many(struct get *g, int n)
 	xsq_free(&q);
 }
 
+/* Each name of a listing read by get_many, nm pointing at it. */
+#define EACH_NAME(nm, g) \
+	for (const char *nm = (g)->val; nm && nm < (g)->val + (g)->len; nm += strlen(nm) + 1)
+
+static int names_n(const struct get *g)
+{
+	int n = 0;
+	EACH_NAME(nm, g)
+		n++;
+	return n;
+}
+
 static void gets_free(struct get *g, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -1846,26 +1858,23 @@ int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 	/* attr/vif/<n>/ipv4/<i> and ipv6/<i>: "<n>/ipv4/<i>", and "<n>/ip" for
 	 * the first IPv4 address */
 	static const char *const fam[] = { "ipv4", "ipv6" };
-	int nl = 0;
-	for (size_t o = 0; g[VIFS].val && o < g[VIFS].len; o += strlen(g[VIFS].val + o) + 1)
-		nl += 2;
+	int nl = 2 * names_n(&g[VIFS]);
 	struct get *l = util_calloc((size_t)nl + 1, sizeof(*l));
 	int k = 0;
-	for (size_t o = 0; g[VIFS].val && o < g[VIFS].len; o += strlen(g[VIFS].val + o) + 1)
+	EACH_NAME(n, &g[VIFS])
 		for (int f = 0; f < 2; f++, k++) {
-			PATHF(l[k].path, "%.100s/%.40s/%s", g[VIFS].path, g[VIFS].val + o, fam[f]);
+			PATHF(l[k].path, "%.100s/%.40s/%s", g[VIFS].path, n, fam[f]);
 			l[k].dir = true;
 		}
 	get_many(l, nl);
 	int na = 0;
 	for (int i = 0; i < nl; i++)
-		for (size_t o = 0; l[i].val && o < l[i].len; o += strlen(l[i].val + o) + 1)
-			na++;
+		na += names_n(&l[i]);
 	struct get *a = util_calloc((size_t)na + 1, sizeof(*a));
 	k = 0;
 	for (int i = 0; i < nl; i++)
-		for (size_t o = 0; l[i].val && o < l[i].len; o += strlen(l[i].val + o) + 1, k++)
-			PATHF(a[k].path, "%s/%s", l[i].path, l[i].val + o);
+		EACH_NAME(idx, &l[i])
+			PATHF(a[k++].path, "%.150s/%.40s", l[i].path, idx);
 	get_many(a, na);
 	size_t len = 0, cap = sizeof(out->networks);
 	const char *vif = g[VIFS].val;
@@ -1873,8 +1882,8 @@ int xenops_guest(uint32_t domid, struct xenops_guest *out, struct xerr *err)
 	for (int i = 0; i < nl; i++) {
 		if (i && i % 2 == 0)
 			vif += strlen(vif) + 1;
-		for (size_t o = 0; l[i].val && o < l[i].len; o += strlen(l[i].val + o) + 1, k++) {
-			const char *idx = l[i].val + o, *ip = a[k].val;
+		EACH_NAME(idx, &l[i]) {
+			const char *ip = a[k++].val;
 			if (ip && len < cap && i % 2 == 0 && !strcmp(idx, "0"))
 				len += (size_t)snprintf(out->networks + len, cap - len, "%s/ip=%s\n",
 							vif, ip);
